@@ -1,0 +1,28 @@
+# Set-up for a fresh machine: `make serve` runs the server, `make test` runs the suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install install-test serve test lint bench
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip wheel
+
+install: $(PY)
+	WHEELS=$$(PYTHON=$(PY) scripts/build-llama-wheel.sh) && \
+	$(PY) -m pip install --quiet --find-links "$$WHEELS" --only-binary llama-cpp-python -e .
+
+install-test: install
+	WHEELS=$$(PYTHON=$(PY) scripts/build-llama-wheel.sh) && \
+	$(PY) -m pip install --quiet --find-links "$$WHEELS" --only-binary llama-cpp-python -e '.[test]'
+
+serve: install
+	$(VENV)/bin/lmserve server start
+
+test: install-test
+	$(VENV)/bin/ruff check src tests bench
+	$(PY) -m pytest
+
+bench: install-test
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) bench/serve.py

@@ -1,0 +1,3 @@
+from lmserve.cli import app
+
+app()

@@ -1,0 +1,41 @@
+"""The ASGI application: routes, error envelope and CORS around a ModelManager."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from lmserve import __version__
+from lmserve.api.cors import OpenCORS
+from lmserve.api.errors import install_error_handlers
+from lmserve.api.native import status
+from lmserve.api.openai import chat, completions, embeddings, models
+from lmserve.models import ModelManager
+
+
+def create_app(
+    manager: ModelManager,
+    *,
+    cors: bool = True,
+    base_url: str = "",
+    on_ready: Callable[[], None] | None = None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        if on_ready:
+            on_ready()
+        yield
+        manager.unload_all()
+
+    app = FastAPI(title="lmserve", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
+    app.state.manager = manager
+    app.state.base_url = base_url
+    install_error_handlers(app)
+    for module in (chat, completions, embeddings, models, status):
+        app.include_router(module.router)
+    if cors:
+        app.add_middleware(OpenCORS)
+    return app

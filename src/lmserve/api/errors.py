@@ -1,0 +1,120 @@
+"""Every error leaves the server in OpenAI's envelope:
+{"error": {"message", "type", "param", "code"}}, with a 4xx for the caller's mistakes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lmserve.engine import ContextOverflowError, QueueFullError
+from lmserve.engine.engine import EngineStoppedError
+from lmserve.models import ModelNotFoundError
+from lmserve.models.chat_template import ChatTemplateError
+
+log = logging.getLogger("lmserve.api")
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+
+def error_body(message: str, type: str, param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def as_api_error(exc: Exception) -> APIError:
+    """Maps the lower layers' exceptions to their HTTP meaning."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, ContextOverflowError):
+        return APIError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, ModelNotFoundError):
+        return APIError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, QueueFullError):
+        return APIError(503, f"The server is overloaded: {exc} Retry shortly.",
+                        type="server_error", code="server_overloaded",
+                        headers={"Retry-After": "1"})
+    if isinstance(exc, EngineStoppedError):
+        return APIError(503, f"The model is unavailable: {exc}.", type="server_error",
+                        code="model_unavailable", headers={"Retry-After": "1"})
+    if isinstance(exc, ChatTemplateError):
+        return APIError(400, str(exc), param="messages", code="invalid_messages")
+    if isinstance(exc, ValueError):
+        return APIError(400, str(exc))
+    log.error("internal error", exc_info=exc)
+    return APIError(500, f"Internal server error: {type(exc).__name__}: {exc}",
+                    type="server_error")
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    err = as_api_error(exc)
+    return JSONResponse(
+        error_body(err.message, err.type, err.param, err.code),
+        status_code=err.status,
+        headers=err.headers,
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":
+        return "We could not parse the JSON body of your request: it is not valid JSON.", None
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    # Union members show up as their type name in the location; they are noise here.
+    path = [p for p in loc if not p.startswith(("function-", "str", "list[", "int"))]
+    param = ".".join(path) or None
+    message = first.get("msg", "Invalid request.")
+    if first.get("type") == "missing":
+        message = f"Missing required parameter: '{param}'."
+    elif first.get("type") == "model_attributes_type" and not path:
+        message = "The request body must be a JSON object."
+    elif param:
+        message = f"Invalid value for '{param}': {message}."
+    return message, param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        return JSONResponse(error_body(message, "invalid_request_error", param), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"Unknown route: {request.method} {request.url.path}."
+            return JSONResponse(error_body(message, "invalid_request_error", None,
+                                           "unknown_url"), 404)
+        if exc.status_code == 405:
+            message = f"Method {request.method} is not allowed on {request.url.path}."
+            return JSONResponse(error_body(message, "invalid_request_error"), 405,
+                                headers=exc.headers)
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return JSONResponse(error_body(str(exc.detail), kind), exc.status_code,
+                            headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _other(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc)

@@ -1,0 +1,1 @@
+"""lmserve's own routes, beside /v1."""

@@ -1,0 +1,71 @@
+"""POST /v1/embeddings"""
+
+from __future__ import annotations
+
+import base64
+from array import array
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from lmserve.api.deps import get_manager
+from lmserve.api.disconnect import ClientDisconnectedError, unless_disconnected
+from lmserve.api.errors import APIError
+from lmserve.api.openai.protocol import EmbeddingRequest
+from lmserve.models import Model, ModelManager
+
+router = APIRouter()
+
+
+def _inputs(body: EmbeddingRequest, model: Model) -> list[list[int]]:
+    """Input may be text, a list of texts, tokens, or a list of token lists."""
+    x = body.input
+    if isinstance(x, str):
+        items: list = [x]
+    elif x and all(isinstance(t, int) for t in x):
+        items = [x]
+    else:
+        items = list(x)
+    if not items:
+        raise APIError(400, "'input' must not be empty.", param="input")
+    out = []
+    for item in items:
+        tokens = model.text_prompt(item) if isinstance(item, str) else list(item)
+        if not tokens:
+            raise APIError(400, "'input' must not contain empty strings.", param="input")
+        out.append(tokens)
+    return out
+
+
+def _encode(vector: list[float], encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        # Little-endian float32, as the OpenAI SDKs decode it.
+        return base64.b64encode(array("f", vector).tobytes()).decode()
+    return vector
+
+
+@router.post("/v1/embeddings")
+async def create_embeddings(
+    body: EmbeddingRequest,
+    request: Request,
+    manager: ModelManager = Depends(get_manager),
+) -> Response:
+    if body.dimensions is not None:
+        raise APIError(400, "This model does not support choosing 'dimensions'.",
+                       param="dimensions")
+    model = manager.resolve(body.model)
+    inputs = _inputs(body, model)
+    try:
+        vectors = await unless_disconnected(request, model.embed(inputs))
+    except ClientDisconnectedError:
+        return Response(status_code=499)
+    n_tokens = sum(len(t) for t in inputs)
+    return JSONResponse({
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": model.id,
+        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+    })

@@ -1,0 +1,175 @@
+"""The `lmserve` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from lmserve import __version__, config
+from lmserve.config import DEFAULT_HOST, DEFAULT_PORT, ServerSettings
+
+app = typer.Typer(help="lmserve: a local LLM server with an OpenAI-compatible API.",
+                  no_args_is_help=True, add_completion=False)
+server_app = typer.Typer(help="Start, stop and inspect the API server.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lmserve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    pass
+
+
+@server_app.command("start")
+def server_start(
+    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")]
+    = DEFAULT_PORT,
+    host: Annotated[str, typer.Option(help="Address to bind; keep loopback unless you "
+                                      "mean to expose the server.")] = DEFAULT_HOST,
+    model: Annotated[str | None, typer.Option(help="GGUF file or model id to serve "
+                                              "[default: the bundled SmolLM2-135M]")] = None,
+    context_length: Annotated[int, typer.Option(help="Context tokens per request slot.")]
+    = 4096,
+    parallel: Annotated[int, typer.Option(help="Requests generated at once.", min=1)] = 4,
+    max_queue: Annotated[int, typer.Option(help="Requests that may wait for a slot before "
+                                           "new ones get 503.", min=0)] = 64,
+    threads: Annotated[int | None, typer.Option(help="CPU threads [default: all cores]")]
+    = None,
+    cors: Annotated[bool, typer.Option("--cors/--no-cors", help="Allow browser pages from "
+                                       "any origin.")] = True,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")]
+    = False,
+) -> None:
+    """Start the server (in the foreground unless --detach)."""
+    settings = ServerSettings(host=host, port=port, model=model, context_length=context_length,
+                              parallel=parallel, max_queue=max_queue, cors=cors,
+                              threads=threads)
+    if detach:
+        _start_detached(settings)
+        return
+    from lmserve.server import serve  # the engine loads only where it is needed
+
+    serve(settings)
+
+
+def _start_detached(settings: ServerSettings) -> None:
+    from lmserve.server import read_state
+
+    running = read_state()
+    if running:
+        typer.echo(f"The server is already running at {running['base_url']} "
+                   f"(pid {running['pid']}).")
+        raise typer.Exit(1)
+    args = [sys.executable, "-m", "lmserve", "server", "start",
+            "--port", str(settings.port), "--host", settings.host,
+            "--context-length", str(settings.context_length),
+            "--parallel", str(settings.parallel), "--max-queue", str(settings.max_queue),
+            "--cors" if settings.cors else "--no-cors"]
+    if settings.model:
+        args += ["--model", settings.model]
+    if settings.threads:
+        args += ["--threads", str(settings.threads)]
+    log_path = config.log_file()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        state = read_state()
+        if state and state.get("pid") == proc.pid:
+            typer.echo(f"lmserve is running at {state['base_url']} (pid {proc.pid}); "
+                       f"log: {log_path}")
+            return
+        if proc.poll() is not None:
+            typer.echo(f"The server exited during start-up (code {proc.returncode}). "
+                       f"Last lines of {log_path}:", err=True)
+            typer.echo(_tail(log_path), err=True)
+            raise typer.Exit(1)
+        time.sleep(0.2)
+    typer.echo(f"The server did not become ready in time; see {log_path}.", err=True)
+    raise typer.Exit(1)
+
+
+def _tail(path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _fetch_status(state: dict[str, Any]) -> dict[str, Any] | None:
+    host = state["host"]
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        r = httpx.get(f"http://{host}:{state['port']}/api/v1/status", timeout=5)
+        r.raise_for_status()
+        return r.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+@server_app.command("status")
+def server_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show whether the server runs, where, and what its slots are doing."""
+    from lmserve.server import read_state
+
+    state = read_state()
+    info = _fetch_status(state) if state else None
+    if as_json:
+        out = {"running": bool(state), "pid": state and state["pid"]}
+        out.update(info or ({"base_url": state["base_url"]} if state else {}))
+        typer.echo(json.dumps(out, indent=2))
+    elif not state:
+        typer.echo("The server is not running.")
+    else:
+        typer.echo(f"The server is running at {state['base_url']} (pid {state['pid']}).")
+        for m in (info or {}).get("models", []):
+            typer.echo(f"  {m['id']}: {m['busy_slots']}/{m['parallel']} slots busy, "
+                       f"{m['queued']} queued, context {m['context_length']}")
+    raise typer.Exit(0 if state else 1)
+
+
+@server_app.command("stop")
+def server_stop(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait before killing.")] = 30.0,
+) -> None:
+    """Stop a running server: in-flight requests get a few seconds to finish."""
+    from lmserve.server import read_state
+
+    state = read_state()
+    if not state:
+        typer.echo("The server is not running.")
+        return
+    pid = int(state["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            typer.echo(f"Stopped the server (pid {pid}).")
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    typer.echo(f"The server (pid {pid}) did not stop in {timeout:.0f} s and was killed.")

@@ -1,0 +1,487 @@
+"""The engine: one thread owns a llama.cpp context and serves many requests at once.
+
+Each tick it admits queued requests into free slots (reusing the longest cached prefix),
+builds one batch (one token per decoding slot plus prompt chunks of prefilling slots),
+calls llama_decode once, samples a token per slot and streams the text out.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import llama_cpp as L
+
+from lmserve.engine.detokenizer import Detokenizer
+from lmserve.engine.llama import LlamaModel
+from lmserve.engine.request import (
+    ContextOverflowError,
+    Delta,
+    Done,
+    EmbeddingRequest,
+    Event,
+    Failed,
+    GenerationRequest,
+    Timings,
+)
+from lmserve.engine.sampling import build_sampler_chain, free_sampler_chain
+
+log = logging.getLogger("lmserve.engine")
+
+
+class QueueFullError(RuntimeError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"All slots are busy and {limit} requests are already waiting.")
+        self.limit = limit
+
+
+class EngineStoppedError(RuntimeError):
+    pass
+
+
+class SlotState(enum.Enum):
+    IDLE = "idle"
+    PREFILL = "prefill"
+    DECODE = "decode"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotStatus:
+    id: int
+    state: str
+    n_cached: int
+    request_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatus:
+    slots: list[SlotStatus]
+    queued: int
+    n_ctx_slot: int
+
+    @property
+    def busy(self) -> int:
+        return sum(s.state != SlotState.IDLE.value for s in self.slots)
+
+
+class Slot:
+    """One KV sequence of the context, with the request it is serving (if any)."""
+
+    def __init__(self, slot_id: int) -> None:
+        self.id = slot_id
+        self.cache: list[int] = []  # the tokens in this sequence's KV, by position
+        self.last_used = 0.0
+        self.state = SlotState.IDLE
+        self.req: GenerationRequest | None = None
+        self.pending: list[int] = []  # prompt tokens not yet in the KV
+        self.next_token: int | None = None  # sampled, to be decoded next tick
+        self.chain = None
+        self.detok: Detokenizer | None = None
+        self.n_prompt = 0
+        self.n_reused = 0
+        self.n_generated = 0
+        self.t_admit = 0.0
+        self.t_prompt_done = 0.0
+        self.t_first = 0.0
+        self.i_batch = -1  # index of this slot's logits in the current batch
+        self.n_batch = 0  # tokens this slot put in the current batch
+
+
+class Engine:
+    def __init__(
+        self,
+        model: LlamaModel,
+        *,
+        n_slots: int = 4,
+        n_ctx_slot: int = 4096,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        max_queue: int = 64,
+        name: str = "model",
+    ) -> None:
+        self.model = model
+        self.name = name
+        self.max_queue = max_queue
+        self.n_batch = n_batch
+        self.n_threads = n_threads or os.cpu_count() or 1
+        cp = L.llama_context_default_params()
+        cp.n_ctx = n_slots * n_ctx_slot
+        cp.n_batch = n_batch
+        cp.n_ubatch = n_batch
+        cp.n_seq_max = n_slots
+        cp.kv_unified = False  # one KV stream per slot: slots never compete for room
+        cp.n_threads = self.n_threads
+        cp.n_threads_batch = self.n_threads
+        cp.no_perf = True
+        self._ctx = L.llama_init_from_model(model.ptr, cp)
+        if not self._ctx:
+            raise RuntimeError(f"could not create a llama.cpp context of {cp.n_ctx} tokens")
+        self._mem = L.llama_get_memory(self._ctx)
+        self.n_ctx_slot = int(L.llama_n_ctx_seq(self._ctx))
+        self._batch = L.llama_batch_init(n_batch, 0, 1)
+        self._embed_ctx = None
+        self._embed_n_ctx = 0
+        self.slots = [Slot(i) for i in range(n_slots)]
+        self._prefill_cap = n_batch
+        self._waiting: deque[GenerationRequest] = deque()
+        self._embed_jobs: deque[EmbeddingRequest] = deque()
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
+
+    # -- the caller's side (any thread) -------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, req: GenerationRequest) -> None:
+        if not req.prompt:
+            raise ValueError("The prompt is empty.")
+        if len(req.prompt) + 1 > self.n_ctx_slot:
+            raise ContextOverflowError(len(req.prompt), self.n_ctx_slot)
+        with self._cv:
+            if self._stopping:
+                raise EngineStoppedError("the model is being unloaded")
+            free = sum(s.state is SlotState.IDLE for s in self.slots)
+            if len(self._waiting) >= free + self.max_queue:
+                raise QueueFullError(self.max_queue)
+            self._waiting.append(req)
+            self._cv.notify()
+
+    def submit_embedding(self, job: EmbeddingRequest) -> None:
+        with self._cv:
+            if self._stopping:
+                raise EngineStoppedError("the model is being unloaded")
+            self._embed_jobs.append(job)
+            self._cv.notify()
+
+    def wake(self) -> None:
+        """Prompt the engine to notice a cancellation without waiting for a tick."""
+        with self._cv:
+            self._cv.notify()
+
+    def status(self) -> EngineStatus:
+        slots = [
+            SlotStatus(s.id, s.state.value, len(s.cache), s.req.id if s.req else None)
+            for s in self.slots
+        ]
+        return EngineStatus(slots=slots, queued=len(self._waiting), n_ctx_slot=self.n_ctx_slot)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._free()
+
+    # -- the engine thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self._wait_for_work():
+                self._drop_cancelled()
+                self._admit()
+                if self._embed_jobs:
+                    self._embed(self._embed_jobs.popleft())
+                if any(s.state is not SlotState.IDLE for s in self.slots):
+                    self._step()
+        except Exception as exc:  # a bug in the loop: fail everyone rather than hang them
+            log.exception("engine %s crashed", self.name)
+            self._fail_all(exc)
+            return
+        self._fail_all(EngineStoppedError("the server is shutting down"))
+
+    def _wait_for_work(self) -> bool:
+        with self._cv:
+            while not self._stopping and not self._has_work():
+                self._cv.wait()
+            return not self._stopping
+
+    def _has_work(self) -> bool:
+        return bool(
+            self._waiting
+            or self._embed_jobs
+            or any(s.state is not SlotState.IDLE for s in self.slots)
+        )
+
+    def _drop_cancelled(self) -> None:
+        for slot in self.slots:
+            if slot.req is not None and slot.req.cancelled:
+                self._finish(slot, "cancelled")
+        if any(r.cancelled for r in self._waiting):
+            with self._cv:
+                self._waiting = deque(r for r in self._waiting if not r.cancelled)
+
+    def _admit(self) -> None:
+        while True:
+            free = [s for s in self.slots if s.state is SlotState.IDLE]
+            if not free:
+                return
+            with self._cv:
+                if not self._waiting:
+                    return
+                req = self._waiting.popleft()
+            self._start(self._best_slot(free, req.prompt), req)
+
+    def _best_slot(self, free: list[Slot], prompt: list[int]) -> Slot:
+        # Longest cached prefix wins; among equals, the least recently used slot, so
+        # that recently used prefixes survive longer.
+        return max(free, key=lambda s: (_common_prefix(s.cache, prompt), -s.last_used))
+
+    def _start(self, slot: Slot, req: GenerationRequest) -> None:
+        prompt = req.prompt
+        keep = min(_common_prefix(slot.cache, prompt), len(prompt) - 1)  # one token to eval
+        if keep < len(slot.cache):
+            if not L.llama_memory_seq_rm(self._mem, slot.id, keep, -1):
+                # Some memory types (recurrent, sliding window) cannot drop a tail.
+                L.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+                keep = 0
+            del slot.cache[keep:]
+        slot.req = req
+        slot.state = SlotState.PREFILL
+        slot.pending = prompt[keep:]
+        slot.next_token = None
+        slot.chain = build_sampler_chain(req.sampling, self.model.n_vocab, prompt)
+        slot.detok = Detokenizer(req.stop)
+        slot.n_prompt = len(prompt)
+        slot.n_reused = keep
+        slot.n_generated = 0
+        slot.t_admit = time.perf_counter()
+        slot.t_first = 0.0
+
+    def _step(self) -> None:
+        batch = self._batch
+        n = 0
+
+        def add(token: int, pos: int, seq: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = pos
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq
+            batch.logits[n] = logits
+            n += 1
+
+        active = [s for s in self.slots if s.state is not SlotState.IDLE]
+        for s in active:
+            s.i_batch, s.n_batch = -1, 0
+            if s.state is SlotState.DECODE:
+                add(s.next_token, len(s.cache), s.id, True)
+                s.i_batch, s.n_batch = n - 1, 1
+        n_decode = n
+        budget = min(self.n_batch - n, self._prefill_cap)
+        # Prefill in admission order, so the oldest prompt finishes first.
+        for s in sorted((s for s in active if s.state is SlotState.PREFILL),
+                        key=lambda s: s.t_admit):
+            if budget <= 0:
+                break
+            chunk = s.pending[:budget]
+            last = len(chunk) == len(s.pending)
+            base = len(s.cache)
+            for j, tok in enumerate(chunk):
+                add(tok, base + j, s.id, last and j == len(chunk) - 1)
+            s.n_batch = len(chunk)
+            s.i_batch = n - 1 if last else -1
+            budget -= len(chunk)
+        batch.n_tokens = n
+
+        ret = L.llama_decode(self._ctx, batch)
+        if ret == 1 and n > n_decode:
+            # No KV room for this batch: retry next tick with a smaller prefill chunk.
+            self._prefill_cap = max(1, (n - n_decode) // 2)
+            return
+        if ret != 0:
+            self._fail_batch(active, ret)
+            return
+        self._prefill_cap = self.n_batch
+
+        now = time.perf_counter()
+        for s in active:
+            if s.state is SlotState.DECODE:
+                s.cache.append(s.next_token)
+            elif s.n_batch:
+                s.cache.extend(s.pending[: s.n_batch])
+                del s.pending[: s.n_batch]
+                if not s.pending:
+                    s.state = SlotState.DECODE
+                    s.t_prompt_done = now
+        for s in active:
+            if s.i_batch >= 0:
+                self._on_token(s, L.llama_sampler_sample(s.chain, self._ctx, s.i_batch))
+
+    def _on_token(self, slot: Slot, token: int) -> None:
+        if not slot.t_first:
+            slot.t_first = time.perf_counter()
+        if self.model.is_eog(token):
+            self._finish(slot, "stop")
+            return
+        slot.n_generated += 1
+        text, hit_stop = slot.detok.push(self.model.token_bytes(token))
+        if text:
+            self._emit(slot.req, Delta(text))
+        req = slot.req
+        if hit_stop:
+            self._finish(slot, "stop", flush=False)
+        elif req.max_tokens is not None and slot.n_generated >= req.max_tokens:
+            self._finish(slot, "length")
+        elif len(slot.cache) >= self.n_ctx_slot:  # no position left to decode this token
+            self._finish(slot, "length")
+        else:
+            slot.next_token = token
+
+    def _finish(self, slot: Slot, reason: str, *, flush: bool = True) -> None:
+        req = slot.req
+        now = time.perf_counter()
+        if flush and reason != "cancelled":
+            tail = slot.detok.flush()
+            if tail:
+                self._emit(req, Delta(tail))
+        t_prompt_done = slot.t_prompt_done if slot.state is SlotState.DECODE else now
+        timings = Timings(
+            queued_s=slot.t_admit - req.submitted_at,
+            ttft_s=(slot.t_first or now) - req.submitted_at,
+            prompt_s=t_prompt_done - slot.t_admit,
+            generation_s=now - t_prompt_done,
+            n_prompt_processed=slot.n_prompt - slot.n_reused,
+        )
+        done = Done(reason, slot.n_prompt, slot.n_generated, slot.n_reused, timings)
+        self._emit(req, done)
+        log.info(
+            "%s request %d slot %d %s: prompt %d tok (%d cached) %.1f tok/s, "
+            "generated %d tok %.1f tok/s, ttft %.3f s, queued %.3f s",
+            self.name, req.id, slot.id, reason, slot.n_prompt, slot.n_reused,
+            timings.prompt_tokens_per_s, slot.n_generated, done.tokens_per_s,
+            timings.ttft_s, timings.queued_s,
+        )
+        free_sampler_chain(slot.chain)
+        slot.chain = None
+        slot.detok = None
+        slot.req = None
+        slot.pending = []
+        slot.next_token = None
+        slot.state = SlotState.IDLE
+        slot.last_used = now
+
+    def _emit(self, req: GenerationRequest, event: Event) -> None:
+        try:
+            req.emit(event)
+        except Exception:  # the listener is gone (closed loop): stop working for it
+            req.cancel()
+
+    def _fail_batch(self, slots: list[Slot], ret: int) -> None:
+        err = RuntimeError(f"llama_decode failed with status {ret}")
+        log.error("%s: %s; failing %d requests", self.name, err, len(slots))
+        for s in slots:
+            # Drop whatever partial state the failed decode may have left.
+            L.llama_memory_seq_rm(self._mem, s.id, -1, -1)
+            s.cache.clear()
+            self._emit(s.req, Failed(err))
+            self._finish(s, "cancelled")
+
+    def _fail_all(self, exc: Exception) -> None:
+        with self._cv:
+            waiting, self._waiting = list(self._waiting), deque()
+            jobs, self._embed_jobs = list(self._embed_jobs), deque()
+        for req in waiting:
+            self._emit(req, Failed(exc))
+        for job in jobs:
+            _safe_call(job.emit, Failed(exc))
+        for s in self.slots:
+            if s.req is not None:
+                self._emit(s.req, Failed(exc))
+                self._finish(s, "cancelled")
+
+    # -- embeddings -----------------------------------------------------------------------
+
+    def _embed(self, job: EmbeddingRequest) -> None:
+        if job.cancelled:
+            return
+        try:
+            ctx = self._embedding_context()
+            too_long = max(job.inputs, key=len)
+            if len(too_long) > self._embed_n_ctx:
+                raise ContextOverflowError(len(too_long) - 1, self._embed_n_ctx)
+            vectors = [self._embed_one(ctx, tokens) for tokens in job.inputs]
+        except Exception as exc:
+            _safe_call(job.emit, Failed(exc))
+            return
+        _safe_call(job.emit, vectors)
+
+    def _embedding_context(self):
+        if self._embed_ctx is None:
+            n_ctx = min(self.n_ctx_slot, max(self.model.n_ctx_train, 512))
+            cp = L.llama_context_default_params()
+            cp.n_ctx = n_ctx
+            cp.n_batch = n_ctx
+            cp.n_ubatch = n_ctx  # non-causal models need a whole input in one ubatch
+            cp.n_seq_max = 1
+            cp.embeddings = True
+            cp.pooling_type = L.LLAMA_POOLING_TYPE_MEAN
+            cp.n_threads = self.n_threads
+            cp.n_threads_batch = self.n_threads
+            cp.no_perf = True
+            ctx = L.llama_init_from_model(self.model.ptr, cp)
+            if not ctx:
+                raise RuntimeError("could not create an embedding context")
+            self._embed_ctx = ctx
+            self._embed_n_ctx = int(L.llama_n_ctx(ctx))
+        return self._embed_ctx
+
+    def _embed_one(self, ctx, tokens: list[int]) -> list[float]:
+        if not tokens:
+            raise ValueError("An embedding input is empty.")
+        mem = L.llama_get_memory(ctx)
+        if mem:
+            L.llama_memory_clear(mem, True)
+        batch = L.llama_batch_init(len(tokens), 0, 1)
+        try:
+            for i, tok in enumerate(tokens):
+                batch.token[i] = tok
+                batch.pos[i] = i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = True
+            batch.n_tokens = len(tokens)
+            ret = L.llama_decode(ctx, batch)
+            if ret != 0:
+                raise RuntimeError(f"llama_decode failed with status {ret}")
+            ptr = L.llama_get_embeddings_seq(ctx, 0)
+            if not ptr:
+                raise RuntimeError("the model produced no pooled embedding")
+            vec = ptr[: self.model.n_embd]
+        finally:
+            L.llama_batch_free(batch)
+        norm = math.sqrt(sum(x * x for x in vec)) or 1.0
+        return [x / norm for x in vec]
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def _free(self) -> None:
+        for s in self.slots:
+            free_sampler_chain(s.chain)
+            s.chain = None
+        if self._batch is not None:
+            L.llama_batch_free(self._batch)
+            self._batch = None
+        for ctx in (self._ctx, self._embed_ctx):
+            if ctx:
+                L.llama_free(ctx)
+        self._ctx = self._embed_ctx = None
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    return len(os.path.commonprefix([a, b]))
+
+
+def _safe_call(fn, arg) -> None:
+    try:
+        fn(arg)
+    except Exception:
+        log.debug("embedding listener is gone", exc_info=True)

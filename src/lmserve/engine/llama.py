@@ -1,0 +1,138 @@
+"""A loaded GGUF model: weights, vocabulary and metadata, through llama.cpp's C API.
+
+Everything here is read-only after loading (tokenize, detokenize, metadata), which
+llama.cpp allows from any thread. Contexts, which are not thread-safe, live in the engine.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from pathlib import Path
+
+import llama_cpp as L
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+_GGML_LOG_LEVEL_ERROR = 4  # enum ggml_log_level
+
+
+def _quiet_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp logs every load step to stderr; keep only errors.
+    if level == _GGML_LOG_LEVEL_ERROR and text:
+        os.write(2, text)
+
+
+_log_callback = L.llama_log_callback(_quiet_log)
+
+
+def init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            if not os.environ.get("LMSERVE_LLAMA_VERBOSE"):
+                L.llama_log_set(_log_callback, ctypes.c_void_p())
+            L.llama_backend_init()
+            _backend_ready = True
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+class LlamaModel:
+    """Model weights and vocabulary, shared by every context made from them."""
+
+    def __init__(self, path: str | Path) -> None:
+        init_backend()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelLoadError(f"model file not found: {self.path}")
+        params = L.llama_model_default_params()
+        self.ptr = L.llama_model_load_from_file(str(self.path).encode(), params)
+        if not self.ptr:
+            raise ModelLoadError(f"llama.cpp could not load {self.path}")
+        self.vocab = L.llama_model_get_vocab(self.ptr)
+        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = L.llama_model_n_ctx_train(self.ptr)
+        self.n_embd = L.llama_model_n_embd(self.ptr)
+        self.bos = L.llama_vocab_bos(self.vocab)
+        self.eos = L.llama_vocab_eos(self.vocab)
+        self.add_bos = bool(L.llama_vocab_get_add_bos(self.vocab))
+        self.has_encoder = bool(L.llama_model_has_encoder(self.ptr))
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    # -- metadata ---------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        size = 256
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = L.llama_model_meta_val_str(self.ptr, key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            size = n + 1
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.meta("tokenizer.chat_template")
+
+    @property
+    def architecture(self) -> str | None:
+        return self.meta("general.architecture")
+
+    @property
+    def description(self) -> str:
+        buf = ctypes.create_string_buffer(256)
+        n = L.llama_model_desc(self.ptr, buf, 256)
+        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+
+    @property
+    def n_params(self) -> int:
+        return int(L.llama_model_n_params(self.ptr))
+
+    @property
+    def size_bytes(self) -> int:
+        return int(L.llama_model_size(self.ptr))
+
+    # -- vocabulary -------------------------------------------------------------------
+
+    def token_text(self, token: int) -> str:
+        raw = L.llama_vocab_get_text(self.vocab, token)
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        while True:
+            buf = (L.llama_token * capacity)()
+            n = L.llama_tokenize(self.vocab, data, len(data), buf, capacity, add_special,
+                                 parse_special)
+            if n >= 0:
+                return list(buf[:n])
+            capacity = -n
+
+    def token_bytes(self, token: int, *, special: bool = False) -> bytes:
+        """The raw bytes of one token; may be part of a multi-byte UTF-8 character."""
+        buf = self._piece_buf
+        n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(L.llama_vocab_is_eog(self.vocab, token))
+
+    def close(self) -> None:
+        if self.ptr:
+            L.llama_model_free(self.ptr)
+            self.ptr = None

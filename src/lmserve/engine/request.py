@@ -1,0 +1,97 @@
+"""What flows into the engine (requests) and back out of it (events).
+
+The engine knows nothing about HTTP or asyncio: a request carries an `emit` callback,
+called from the engine thread with each event, and a `cancelled` flag the caller sets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lmserve.engine.sampling import SamplingParams
+
+_ids = itertools.count(1)
+
+
+class ContextOverflowError(ValueError):
+    """The prompt plus one generated token does not fit a slot's context."""
+
+    def __init__(self, n_prompt: int, n_ctx: int) -> None:
+        super().__init__(
+            f"This model's context length is {n_ctx} tokens, but the request needs "
+            f"{n_prompt + 1} ({n_prompt} in the prompt plus at least 1 to generate). "
+            "Shorten the prompt or load the model with a larger context length."
+        )
+        self.n_prompt = n_prompt
+        self.n_ctx = n_ctx
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """New output text (never a broken UTF-8 character, never part of a stop string)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    queued_s: float
+    ttft_s: float
+    prompt_s: float
+    generation_s: float
+    n_prompt_processed: int
+
+    @property
+    def prompt_tokens_per_s(self) -> float:
+        return self.n_prompt_processed / self.prompt_s if self.prompt_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    finish_reason: str  # "stop" | "length" | "cancelled"
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    timings: Timings
+
+    @property
+    def tokens_per_s(self) -> float:
+        t = self.timings.generation_s
+        return self.completion_tokens / t if t > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: Exception
+
+
+Event = Delta | Done | Failed
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    prompt: list[int]
+    sampling: SamplingParams
+    emit: Callable[[Event], None]
+    max_tokens: int | None = None  # None: until end of generation or of the context
+    stop: list[str] = field(default_factory=list)
+    id: int = field(default_factory=lambda: next(_ids))
+    cancelled: bool = False
+    submitted_at: float = field(default_factory=time.perf_counter)
+
+    def cancel(self) -> None:
+        # A plain attribute write: the engine reads it at the start of each tick.
+        self.cancelled = True
+
+
+@dataclass(slots=True)
+class EmbeddingRequest:
+    inputs: list[list[int]]
+    emit: Callable[[list[list[float]] | Failed], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True

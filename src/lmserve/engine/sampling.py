@@ -1,0 +1,61 @@
+"""Per-request sampling parameters and the llama.cpp sampler chain built from them."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import llama_cpp as L
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    seed: int | None = None
+
+    @property
+    def uses_penalties(self) -> bool:
+        return (
+            self.repeat_penalty != 1.0
+            or self.presence_penalty != 0.0
+            or self.frequency_penalty != 0.0
+        )
+
+
+def build_sampler_chain(params: SamplingParams, n_vocab: int, history: list[int]):
+    """A sampler chain for one request; `history` primes the penalty window."""
+    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    add = L.llama_sampler_chain_add
+    if params.uses_penalties:
+        add(chain, L.llama_sampler_init_penalties(
+            n_vocab, params.penalty_last_n, params.repeat_penalty,
+            params.frequency_penalty, params.presence_penalty,
+        ))
+    if params.temperature <= 0.0:
+        add(chain, L.llama_sampler_init_greedy())
+    else:
+        if params.top_k > 0:
+            add(chain, L.llama_sampler_init_top_k(params.top_k))
+        if params.top_p < 1.0:
+            add(chain, L.llama_sampler_init_top_p(params.top_p, 1))
+        if params.min_p > 0.0:
+            add(chain, L.llama_sampler_init_min_p(params.min_p, 1))
+        add(chain, L.llama_sampler_init_temp(params.temperature))
+        seed = params.seed if params.seed is not None else random.getrandbits(32)
+        add(chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+    if params.uses_penalties:
+        for token in history[-params.penalty_last_n:]:
+            L.llama_sampler_accept(chain, token)
+    return chain
+
+
+def free_sampler_chain(chain) -> None:
+    if chain:
+        L.llama_sampler_free(chain)

@@ -1,0 +1,142 @@
+"""A loaded model: the llama.cpp weights, their engine, and their chat template."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from lmserve.engine import (
+    Done,
+    EmbeddingRequest,
+    Engine,
+    Failed,
+    GenerationRequest,
+    LlamaModel,
+    SamplingParams,
+)
+from lmserve.engine.request import Event
+from lmserve.models.chat_template import ChatTemplate
+
+
+class GenerationStream:
+    """The asyncio side of one request: events arrive through a per-request queue."""
+
+    def __init__(self, engine: Engine, req: GenerationRequest, queue: asyncio.Queue) -> None:
+        self._engine = engine
+        self._queue = queue
+        self.request = req
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        try:
+            while True:
+                event = await self._queue.get()
+                if isinstance(event, Failed):
+                    raise event.error
+                yield event
+                if isinstance(event, Done):
+                    return
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        if not self.request.cancelled:
+            self.request.cancel()
+            self._engine.wake()
+
+
+class Model:
+    def __init__(
+        self,
+        model_id: str,
+        path: Path,
+        *,
+        context_length: int,
+        parallel: int,
+        max_queue: int = 64,
+        threads: int | None = None,
+    ) -> None:
+        self.id = model_id
+        self.path = path
+        self.created = int(time.time())
+        self.llama = LlamaModel(path)
+        self.engine = Engine(
+            self.llama,
+            n_slots=parallel,
+            n_ctx_slot=context_length,
+            max_queue=max_queue,
+            n_threads=threads,
+            name=model_id,
+        )
+        self.template = ChatTemplate(
+            self.llama.chat_template,
+            bos_token=self.llama.token_text(self.llama.bos) if self.llama.bos >= 0 else "",
+            eos_token=self.llama.token_text(self.llama.eos) if self.llama.eos >= 0 else "",
+        )
+        self.engine.start()
+
+    @property
+    def context_length(self) -> int:
+        return self.engine.n_ctx_slot
+
+    # -- prompts ----------------------------------------------------------------------
+
+    def chat_prompt(self, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
+        text = self.template.render(messages, **kwargs)
+        # Templates that write the BOS token themselves must not get a second one.
+        bos = self.template.bos_token
+        add_bos = not (bos and text.startswith(bos))
+        return self.llama.tokenize(text, add_special=add_bos, parse_special=True)
+
+    def text_prompt(self, text: str) -> list[int]:
+        return self.llama.tokenize(text, add_special=True, parse_special=True)
+
+    # -- generation and embeddings ------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: list[int],
+        sampling: SamplingParams,
+        *,
+        max_tokens: int | None,
+        stop: list[str],
+    ) -> GenerationStream:
+        """Submits the request now: queue and context errors raise here, before streaming."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def emit(event: Event) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        req = GenerationRequest(prompt, sampling, emit, max_tokens=max_tokens, stop=stop)
+        self.engine.submit(req)
+        return GenerationStream(self.engine, req, queue)
+
+    async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+
+        def emit(result: list[list[float]] | Failed) -> None:
+            loop.call_soon_threadsafe(_settle, future, result)
+
+        job = EmbeddingRequest(inputs, emit)
+        self.engine.submit_embedding(job)
+        try:
+            return await future
+        finally:
+            job.cancel()
+
+    def close(self) -> None:
+        self.engine.stop()
+        self.llama.close()
+
+
+def _settle(future: asyncio.Future, result: list[list[float]] | Failed) -> None:
+    if future.done():
+        return
+    if isinstance(result, Failed):
+        future.set_exception(result.error)
+    else:
+        future.set_result(result)

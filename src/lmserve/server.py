@@ -1,0 +1,119 @@
+"""Runs the server in this process: bind, load the model, serve until a signal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from contextlib import suppress
+from typing import Any
+
+import uvicorn
+
+from lmserve import config
+from lmserve.api import create_app
+from lmserve.config import ServerSettings
+from lmserve.models import ModelManager
+from lmserve.models.bundled import resolve_model_path
+
+log = logging.getLogger("lmserve")
+
+
+def base_url(host: str, port: int) -> str:
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "localhost") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/v1"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"Cannot listen on {host}:{port}: {exc.strerror}.") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def read_state() -> dict[str, Any] | None:
+    """The running server's state file, or None when no live server wrote it."""
+    path = config.state_file()
+    try:
+        state = json.loads(path.read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state
+
+
+def _write_state(state: dict[str, Any]) -> None:
+    path = config.state_file()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)
+
+
+def _remove_state() -> None:
+    path = config.state_file()
+    with suppress(OSError, ValueError, KeyError):
+        if json.loads(path.read_text())["pid"] == os.getpid():
+            path.unlink()
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+
+def serve(settings: ServerSettings) -> None:
+    configure_logging()
+    running = read_state()
+    if running:
+        raise SystemExit(f"A server is already running at {running['base_url']} "
+                         f"(pid {running['pid']}); stop it with `lmserve server stop`.")
+    model_path = resolve_model_path(settings.model)
+    sock = _bind(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    url = base_url(settings.host, port)
+
+    manager = ModelManager()
+    t0 = time.perf_counter()
+    model = manager.load(model_path, context_length=settings.context_length,
+                         parallel=settings.parallel, max_queue=settings.max_queue,
+                         threads=settings.threads)
+    log.info("model %s ready in %.1f s", model.id, time.perf_counter() - t0)
+
+    state = {
+        "pid": os.getpid(),
+        "host": settings.host,
+        "port": port,
+        "base_url": url,
+        "models": [model.id],
+        "started_at": int(time.time()),
+    }
+
+    def ready() -> None:
+        _write_state(state)
+        log.info("lmserve is ready: %s (model %s, CORS %s)", url, model.id,
+                 "on" if settings.cors else "off")
+
+    app = create_app(manager, cors=settings.cors, base_url=url, on_ready=ready)
+
+    server = uvicorn.Server(uvicorn.Config(
+        app,
+        log_level="warning",
+        timeout_graceful_shutdown=5,  # let streams finish, then cancel them
+    ))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        _remove_state()
+        manager.unload_all()
+        log.info("lmserve stopped")
