@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.server_process import ServerProcess
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The real server on the bundled model, as `lmserve server start` runs it."""
+    proc = ServerProcess("--parallel", "4")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def aclient(server: ServerProcess) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def small_server():
+    """One slot, a 256-token context and a one-request queue: for limits and overflow."""
+    proc = ServerProcess("--parallel", "1", "--context-length", "256", "--max-queue", "1")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def small_client(small_server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=small_server.base_url, api_key="x", max_retries=0)

@@ -1,0 +1,182 @@
+import json
+import random
+import re
+
+import pytest
+
+from lmserve.parsers.base import (
+    ContentDelta,
+    ParsedMessage,
+    StreamEvent,
+    ToolCall,
+    ToolCallArgsDelta,
+    ToolCallStart,
+    assemble_events,
+)
+from lmserve.parsers.llama3 import Llama3Parser
+
+CALL_ID = re.compile(r"call_[A-Za-z0-9]{24}")
+
+NOT_A_CALL = '{"name": "Ada Lovelace", "born": 1815, "known_for": "the Analytical Engine"}'
+TRUNCATED = '{"name": "get_weather", "parameters": {"city": "Paris"}'
+
+CASES: list[tuple[str, str, ParsedMessage]] = [
+    (
+        "single-call-parameters",
+        '{"name": "get_weather", "parameters": {"city": "Paris", "unit": "celsius"}}',
+        ParsedMessage(
+            content=None,
+            tool_calls=[ToolCall("get_weather", '{"city": "Paris", "unit": "celsius"}')],
+        ),
+    ),
+    (
+        "python-tag-and-arguments-key",
+        '<|python_tag|>{"name": "search", "arguments": '
+        '{"query": "llama 3 \\"tool use\\" {json}"}}',
+        ParsedMessage(
+            content=None,
+            tool_calls=[ToolCall("search", '{"query": "llama 3 \\"tool use\\" {json}"}')],
+        ),
+    ),
+    (
+        "semicolon-separated",
+        '{"name": "get_weather", "parameters": {"city": "Paris"}}; '
+        '{"name": "get_weather", "parameters": {"city": "Berlin"}}',
+        ParsedMessage(
+            content=None,
+            tool_calls=[
+                ToolCall("get_weather", '{"city": "Paris"}'),
+                ToolCall("get_weather", '{"city": "Berlin"}'),
+            ],
+        ),
+    ),
+    (
+        "newline-separated-with-leading-space",
+        '\n\n{"name": "add", "parameters": {"a": 2, "b": 3}}\n'
+        '{"type": "function", "name": "multiply", "parameters": {"a": 4, "b": 5}}\n',
+        ParsedMessage(
+            content=None,
+            tool_calls=[
+                ToolCall("add", '{"a": 2, "b": 3}'),
+                ToolCall("multiply", '{"a": 4, "b": 5}'),
+            ],
+        ),
+    ),
+    (
+        "text-before-python-tag",
+        'Let me search for that.<|python_tag|>{"name": "search", "parameters": '
+        '{"query": "Zürich → 東京 flights 🛫"}}',
+        ParsedMessage(
+            content="Let me search for that.",
+            tool_calls=[ToolCall("search", '{"query": "Zürich → 東京 flights 🛫"}')],
+        ),
+    ),
+    (
+        "escaped-unicode-is-normalised",
+        '{"name": "echo", "parameters": {"text": "caf\\u00e9 {} [] \\\\"}}',
+        ParsedMessage(content=None, tool_calls=[ToolCall("echo", '{"text": "café {} [] \\\\"}')]),
+    ),
+    (
+        "call-then-text",
+        '{"name": "get_time", "parameters": {}}\nI have asked for the time.',
+        ParsedMessage(
+            content="I have asked for the time.",
+            tool_calls=[ToolCall("get_time", "{}")],
+        ),
+    ),
+    (
+        "plain-content",
+        "The capital of France is Paris.",
+        ParsedMessage(content="The capital of France is Paris."),
+    ),
+    ("json-answer-is-content", NOT_A_CALL, ParsedMessage(content=NOT_A_CALL)),
+    ("malformed-json-is-content", TRUNCATED, ParsedMessage(content=TRUNCATED)),
+    (
+        "brace-prose-is-content",
+        "{braces} delimit sets and dicts in Python.",
+        ParsedMessage(content="{braces} delimit sets and dicts in Python."),
+    ),
+    (
+        "python-tag-with-non-json-is-content",
+        "Sure.<|python_tag|>brave_search.call(query=\"weather\")",
+        ParsedMessage(content='Sure.brave_search.call(query="weather")'),
+    ),
+    (
+        "partial-tag-at-end-is-content",
+        "Almost a tag <|python_t",
+        ParsedMessage(content="Almost a tag <|python_t"),
+    ),
+    ("empty-output", "", ParsedMessage(content="")),
+]
+IDS = [case[0] for case in CASES]
+PAIRS = [case[1:] for case in CASES]
+
+
+def chunkings(text: str, seed: int = 1234) -> list[list[str]]:
+    """The text whole, one character at a time, cut at every boundary, and at random."""
+    ways = [[text], list(text)]
+    ways += [[text[:cut], text[cut:]] for cut in range(1, len(text))]
+    rng = random.Random(seed)
+    for _ in range(25):
+        chunks: list[str] = []
+        pos = 0
+        while pos < len(text):
+            size = rng.randint(1, 12)
+            chunks.append(text[pos : pos + size])
+            pos += size
+        ways.append(chunks)
+    return ways
+
+
+def stream(chunks: list[str]) -> tuple[ParsedMessage, list[StreamEvent]]:
+    parser = Llama3Parser()
+    events: list[StreamEvent] = []
+    for chunk in chunks:
+        events += parser.feed(chunk)
+    events += parser.finish()
+    return assemble_events(events), events
+
+
+def assert_same_message(got: ParsedMessage, expected: ParsedMessage) -> None:
+    assert got == expected
+    got_args = [json.loads(call.arguments) for call in got.tool_calls]
+    assert got_args == [json.loads(call.arguments) for call in expected.tool_calls]
+
+
+@pytest.mark.parametrize(("text", "expected"), PAIRS, ids=IDS)
+def test_parse_golden(text: str, expected: ParsedMessage) -> None:
+    result = Llama3Parser().parse(text)
+    assert_same_message(result, expected)
+    assert all(CALL_ID.fullmatch(call.id) for call in result.tool_calls)
+
+
+@pytest.mark.parametrize(("text", "expected"), PAIRS, ids=IDS)
+def test_stream_reassembles_to_parse(text: str, expected: ParsedMessage) -> None:
+    full = Llama3Parser().parse(text)
+    for chunks in chunkings(text):
+        got, events = stream(chunks)
+        assert_same_message(got, full)
+        assert_same_message(got, expected)
+        starts = [event for event in events if isinstance(event, ToolCallStart)]
+        assert all(CALL_ID.fullmatch(start.id) for start in starts)
+
+
+def test_python_tag_prefix_is_held_back() -> None:
+    parser = Llama3Parser()
+    assert parser.feed("One moment.<|python") == [ContentDelta("One moment.")]
+    assert parser.feed('_tag|>{"name": "ping", ') == []
+    events = parser.feed('"parameters": {}}')
+    assert [type(event) for event in events] == [ToolCallStart, ToolCallArgsDelta]
+    assert parser.finish() == []
+
+
+def test_each_call_is_emitted_once_complete() -> None:
+    parser = Llama3Parser()
+    first = parser.feed('{"name": "a", "parameters": {"x": "}"}};\n{"name": "b", ')
+    assert [type(event) for event in first] == [ToolCallStart, ToolCallArgsDelta]
+    assert first[0].name == "a"
+    second = parser.feed('"parameters": {}}') + parser.finish()
+    assert [(type(event), event.index) for event in second] == [
+        (ToolCallStart, 1),
+        (ToolCallArgsDelta, 1),
+    ]
