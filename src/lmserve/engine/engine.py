@@ -331,7 +331,7 @@ class Engine:
             self._finish(slot, "stop", flush=False)
         elif req.max_tokens is not None and slot.n_generated >= req.max_tokens:
             self._finish(slot, "length")
-        elif len(slot.cache) >= self.n_ctx_slot:  # no position left to decode this token
+        elif len(slot.cache) + 1 >= self.n_ctx_slot:  # prompt + output fill the context
             self._finish(slot, "length")
         else:
             slot.next_token = token

@@ -212,7 +212,9 @@ def _arguments_of(obj: dict[str, Any]) -> dict[str, Any] | None:
     return raw if isinstance(raw, dict) else None
 
 
-def calls_from_values(values: Iterable[Any], *, strict: bool = False) -> list[tuple[str, str]] | None:
+def calls_from_values(
+    values: Iterable[Any], *, strict: bool = False
+) -> list[tuple[str, str]] | None:
     """Read JSON values, each a call object or a list of them; None unless all are calls."""
     calls: list[tuple[str, str]] = []
     for value in values:

@@ -45,6 +45,7 @@ class Llama3Parser(BufferedParser):
             return self._step_content(final, events)
         if self._state is _State.CALLS:
             return self._step_calls(final, events)
+        # TAIL: once something other than a call turned up, the rest is plain content.
         events += self._content(self._buf)
         self._buf = ""
         return False

@@ -10,6 +10,7 @@ TOOL_CALLS = "[TOOL_CALLS]"
 ARGS = "[ARGS]"
 CALL_ID = "[CALL_ID]"
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+_CALL_ID_VALUE = re.compile(r"[A-Za-z0-9]+")
 
 
 class _State(Enum):
@@ -112,19 +113,16 @@ class MistralParser(BufferedParser):
         return True
 
     def _step_named(self, final: bool, events: list[StreamEvent]) -> bool:
-        args_at = self._buf.find(ARGS)
-        if args_at < 0:
-            if final:
-                self._fail(self._buf, events)
-            return final
-        name = self._buf[:args_at].split(CALL_ID, 1)[0].strip()
-        after_args = args_at + len(ARGS)
-        if not _NAME.fullmatch(name):
-            self._fail(self._buf[:after_args], events)
+        header = self._named_header(final)
+        if header is None:
+            return False
+        name, body_at = header
+        if not name:
+            # Not a name followed by [ARGS]: the text read so far is plain content.
+            self._fail(self._buf[:body_at], events)
             return True
-        rest = self._buf[after_args:]
-        body = rest.lstrip()
-        body_at = after_args + len(rest) - len(body)
+        body = self._buf[body_at:].lstrip()
+        body_at = len(self._buf) - len(body)
         if not body:
             if final:
                 self._fail(self._buf, events)
@@ -143,6 +141,25 @@ class MistralParser(BufferedParser):
         self._state = _State.CONTENT
         return True
 
+    def _named_header(self, final: bool) -> tuple[str, int] | None:
+        """Read `name[ARGS]` or `name[CALL_ID]id[ARGS]` at the start of the buffer.
+
+        Returns (name, where the arguments start), or ("", length of the text that
+        rules the header out) when it cannot be one, or None while it is undecided.
+        """
+        name = _NAME.match(self._buf)
+        name_end = name.end() if name else 0
+        pos = name_end
+        if self._buf.startswith(CALL_ID, pos):
+            call_id = _CALL_ID_VALUE.match(self._buf, pos + len(CALL_ID))
+            pos = call_id.end() if call_id else pos + len(CALL_ID)
+        rest = self._buf[pos:]
+        if rest.startswith(ARGS) and name_end:
+            return self._buf[:name_end], pos + len(ARGS)
+        if not final and _may_continue_header(rest, pos > name_end):
+            return None
+        return "", pos
+
     def _fail(self, consumed: str, events: list[StreamEvent]) -> None:
         """Give up on the current call: its source text, marker included, is content."""
         events += self._content(self._raw + consumed)
@@ -150,3 +167,13 @@ class MistralParser(BufferedParser):
         self._raw = ""
         self._probed = 0
         self._state = _State.CONTENT
+
+
+def _may_continue_header(rest: str, after_call_id: bool) -> bool:
+    """Whether more text could still turn `rest` into the end of a named call header.
+
+    An empty rest means the name (or the call id) may still be growing.
+    """
+    if ARGS.startswith(rest):
+        return True
+    return not after_call_id and CALL_ID.startswith(rest)
