@@ -8,6 +8,7 @@ import os
 import socket
 import time
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -47,10 +48,22 @@ def read_state() -> dict[str, Any] | None:
     path = config.state_file()
     try:
         state = json.loads(path.read_text())
-        os.kill(int(state["pid"]), 0)
+        pid = int(state["pid"])
+        os.kill(pid, 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return state
+    return state if _is_lmserve(pid) else None
+
+
+def _is_lmserve(pid: int) -> bool:
+    """Whether pid is still a server and not another process that reused the number."""
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not cmdline.parent.exists():
+        return True  # no procfs: trust the live pid
+    try:
+        return b"lmserve" in cmdline.read_bytes()
+    except OSError:
+        return False
 
 
 def _write_state(state: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import llama_cpp as L
+import numpy as np
 
 from lmserve.engine.detokenizer import Detokenizer
 from lmserve.engine.llama import LlamaModel
@@ -29,6 +30,7 @@ from lmserve.engine.request import (
     Failed,
     GenerationRequest,
     Timings,
+    TokenLogprob,
 )
 from lmserve.engine.sampling import build_sampler_chain, free_sampler_chain
 
@@ -83,6 +85,7 @@ class Slot:
         self.next_token: int | None = None  # sampled, to be decoded next tick
         self.chain = None
         self.detok: Detokenizer | None = None
+        self.logprobs: list[TokenLogprob] = []  # for tokens whose text is still held
         self.n_prompt = 0
         self.n_reused = 0
         self.n_generated = 0
@@ -228,7 +231,12 @@ class Engine:
                 if not self._waiting:
                     return
                 req = self._waiting.popleft()
-            self._start(self._best_slot(free, req.prompt), req)
+            slot = self._best_slot(free, req.prompt)
+            try:
+                self._start(slot, req)
+            except Exception as exc:  # e.g. a grammar llama.cpp refuses
+                self._emit(req, Failed(exc))
+                self._finish(slot, "cancelled")
 
     def _best_slot(self, free: list[Slot], prompt: list[int]) -> Slot:
         # Longest cached prefix wins; among equals, the least recently used slot, so
@@ -236,6 +244,8 @@ class Engine:
         return max(free, key=lambda s: (_common_prefix(s.cache, prompt), -s.last_used))
 
     def _start(self, slot: Slot, req: GenerationRequest) -> None:
+        slot.req = req
+        slot.t_admit = time.perf_counter()
         prompt = req.prompt
         keep = min(_common_prefix(slot.cache, prompt), len(prompt) - 1)  # one token to eval
         if keep < len(slot.cache):
@@ -244,17 +254,17 @@ class Engine:
                 L.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
                 keep = 0
             del slot.cache[keep:]
-        slot.req = req
-        slot.state = SlotState.PREFILL
-        slot.pending = prompt[keep:]
-        slot.next_token = None
-        slot.chain = build_sampler_chain(req.sampling, self.model.n_vocab, prompt)
-        slot.detok = Detokenizer(req.stop)
         slot.n_prompt = len(prompt)
         slot.n_reused = keep
         slot.n_generated = 0
-        slot.t_admit = time.perf_counter()
         slot.t_first = 0.0
+        slot.next_token = None
+        slot.pending = prompt[keep:]
+        slot.detok = Detokenizer(req.stop)
+        slot.logprobs = []
+        slot.chain = build_sampler_chain(req.sampling, self.model.vocab, self.model.n_vocab,
+                                         prompt)
+        slot.state = SlotState.PREFILL
 
     def _step(self) -> None:
         batch = self._batch
@@ -314,7 +324,8 @@ class Engine:
                     s.t_prompt_done = now
         for s in active:
             if s.i_batch >= 0:
-                self._on_token(s, L.llama_sampler_sample(s.chain, self._ctx, s.i_batch))
+                token = L.llama_sampler_sample(s.chain, self._ctx, s.i_batch)
+                self._on_token(s, token)
 
     def _on_token(self, slot: Slot, token: int) -> None:
         if not slot.t_first:
@@ -322,11 +333,15 @@ class Engine:
         if self.model.is_eog(token):
             self._finish(slot, "stop")
             return
-        slot.n_generated += 1
-        text, hit_stop = slot.detok.push(self.model.token_bytes(token))
-        if text:
-            self._emit(slot.req, Delta(text))
         req = slot.req
+        slot.n_generated += 1
+        piece = self.model.token_bytes(token, special=req.render_special)
+        if req.logprobs is not None:
+            slot.logprobs.append(self._logprob(slot.i_batch, token, piece, req.logprobs))
+        text, hit_stop = slot.detok.push(piece)
+        if text:
+            self._emit(req, Delta(text, tuple(slot.logprobs)))
+            slot.logprobs.clear()
         if hit_stop:
             self._finish(slot, "stop", flush=False)
         elif req.max_tokens is not None and slot.n_generated >= req.max_tokens:
@@ -339,10 +354,10 @@ class Engine:
     def _finish(self, slot: Slot, reason: str, *, flush: bool = True) -> None:
         req = slot.req
         now = time.perf_counter()
-        if flush and reason != "cancelled":
+        if flush and reason != "cancelled" and slot.detok is not None:
             tail = slot.detok.flush()
-            if tail:
-                self._emit(req, Delta(tail))
+            if tail or slot.logprobs:
+                self._emit(req, Delta(tail, tuple(slot.logprobs)))
         t_prompt_done = slot.t_prompt_done if slot.state is SlotState.DECODE else now
         timings = Timings(
             queued_s=slot.t_admit - req.submitted_at,
@@ -363,11 +378,27 @@ class Engine:
         free_sampler_chain(slot.chain)
         slot.chain = None
         slot.detok = None
+        slot.logprobs = []
         slot.req = None
         slot.pending = []
         slot.next_token = None
         slot.state = SlotState.IDLE
         slot.last_used = now
+
+    def _logprob(self, i_batch: int, token: int, piece: bytes, top_n: int) -> TokenLogprob:
+        """Log-probabilities from the model's raw distribution at this step."""
+        n_vocab = self.model.n_vocab
+        ptr = L.llama_get_logits_ith(self._ctx, i_batch)
+        logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+        peak = logits.max()
+        logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
+        top: tuple[tuple[int, bytes, float], ...] = ()
+        if top_n > 0:
+            best = np.argpartition(-logprobs, top_n)[:top_n]
+            best = best[np.argsort(-logprobs[best])]
+            top = tuple((int(t), self.model.token_bytes(int(t)), float(logprobs[t]))
+                        for t in best)
+        return TokenLogprob(token, piece, float(logprobs[token]), top)
 
     def _emit(self, req: GenerationRequest, event: Event) -> None:
         try:

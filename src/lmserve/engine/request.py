@@ -30,10 +30,20 @@ class ContextOverflowError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: int
+    piece: bytes
+    logprob: float
+    top: tuple[tuple[int, bytes, float], ...]  # the most likely tokens at this step
+
+
+@dataclass(frozen=True, slots=True)
 class Delta:
-    """New output text (never a broken UTF-8 character, never part of a stop string)."""
+    """New output text (never a broken UTF-8 character, never part of a stop string),
+    with the log-probabilities of the tokens behind it when they were asked for."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,8 @@ class GenerationRequest:
     emit: Callable[[Event], None]
     max_tokens: int | None = None  # None: until end of generation or of the context
     stop: list[str] = field(default_factory=list)
+    logprobs: int | None = None  # None: none; N: the sampled token's and the top N
+    render_special: bool = False  # show control tokens (tool-call markers) in the text
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: bool = False
     submitted_at: float = field(default_factory=time.perf_counter)

@@ -19,6 +19,8 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     penalty_last_n: int = 64
     seed: int | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token, bias); -inf bans a token
+    grammar: str | None = None  # GBNF; output is constrained to it
 
     @property
     def uses_penalties(self) -> bool:
@@ -29,30 +31,44 @@ class SamplingParams:
         )
 
 
-def build_sampler_chain(params: SamplingParams, n_vocab: int, history: list[int]):
-    """A sampler chain for one request; `history` primes the penalty window."""
+def build_sampler_chain(params: SamplingParams, vocab, n_vocab: int, history: list[int]):
+    """A sampler chain for one request; `history` primes the penalty window only."""
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
     add = L.llama_sampler_chain_add
-    if params.uses_penalties:
-        add(chain, L.llama_sampler_init_penalties(
-            n_vocab, params.penalty_last_n, params.repeat_penalty,
-            params.frequency_penalty, params.presence_penalty,
-        ))
-    if params.temperature <= 0.0:
-        add(chain, L.llama_sampler_init_greedy())
-    else:
-        if params.top_k > 0:
-            add(chain, L.llama_sampler_init_top_k(params.top_k))
-        if params.top_p < 1.0:
-            add(chain, L.llama_sampler_init_top_p(params.top_p, 1))
-        if params.min_p > 0.0:
-            add(chain, L.llama_sampler_init_min_p(params.min_p, 1))
-        add(chain, L.llama_sampler_init_temp(params.temperature))
-        seed = params.seed if params.seed is not None else random.getrandbits(32)
-        add(chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-    if params.uses_penalties:
-        for token in history[-params.penalty_last_n:]:
-            L.llama_sampler_accept(chain, token)
+    try:
+        if params.logit_bias:
+            biases = (L.llama_logit_bias * len(params.logit_bias))(
+                *(L.llama_logit_bias(t, b) for t, b in params.logit_bias))
+            add(chain, L.llama_sampler_init_logit_bias(n_vocab, len(biases), biases))
+        if params.uses_penalties:
+            penalties = L.llama_sampler_init_penalties(
+                n_vocab, params.penalty_last_n, params.repeat_penalty,
+                params.frequency_penalty, params.presence_penalty,
+            )
+            # Primed here, not through the chain: a grammar must not see the prompt.
+            for token in history[-params.penalty_last_n:]:
+                L.llama_sampler_accept(penalties, token)
+            add(chain, penalties)
+        if params.grammar:
+            grammar = L.llama_sampler_init_grammar(vocab, params.grammar.encode(), b"root")
+            if not grammar:
+                raise ValueError("The output grammar could not be parsed.")
+            add(chain, grammar)
+        if params.temperature <= 0.0:
+            add(chain, L.llama_sampler_init_greedy())
+        else:
+            if params.top_k > 0:
+                add(chain, L.llama_sampler_init_top_k(params.top_k))
+            if params.top_p < 1.0:
+                add(chain, L.llama_sampler_init_top_p(params.top_p, 1))
+            if params.min_p > 0.0:
+                add(chain, L.llama_sampler_init_min_p(params.min_p, 1))
+            add(chain, L.llama_sampler_init_temp(params.temperature))
+            seed = params.seed if params.seed is not None else random.getrandbits(32)
+            add(chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+    except Exception:
+        L.llama_sampler_free(chain)
+        raise
     return chain
 
 

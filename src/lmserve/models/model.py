@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from lmserve.engine import (
     Done,
@@ -83,8 +82,8 @@ class Model:
 
     # -- prompts ----------------------------------------------------------------------
 
-    def chat_prompt(self, messages: list[dict[str, Any]], **kwargs: Any) -> list[int]:
-        text = self.template.render(messages, **kwargs)
+    def tokenize_rendered(self, text: str) -> list[int]:
+        """Tokens of a prompt rendered by the chat template."""
         # Templates that write the BOS token themselves must not get a second one.
         bos = self.template.bos_token
         add_bos = not (bos and text.startswith(bos))
@@ -102,6 +101,8 @@ class Model:
         *,
         max_tokens: int | None,
         stop: list[str],
+        logprobs: int | None = None,
+        render_special: bool = False,
     ) -> GenerationStream:
         """Submits the request now: queue and context errors raise here, before streaming."""
         loop = asyncio.get_running_loop()
@@ -110,7 +111,8 @@ class Model:
         def emit(event: Event) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
-        req = GenerationRequest(prompt, sampling, emit, max_tokens=max_tokens, stop=stop)
+        req = GenerationRequest(prompt, sampling, emit, max_tokens=max_tokens, stop=stop,
+                                logprobs=logprobs, render_special=render_special)
         self.engine.submit(req)
         return GenerationStream(self.engine, req, queue)
 

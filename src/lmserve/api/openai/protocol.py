@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lmserve.api.chat_session import ChatSpec
 from lmserve.engine import SamplingParams
 
 
@@ -23,11 +24,26 @@ class TextPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
     def as_template_dict(self) -> dict[str, Any]:
         """The message as chat templates expect it: text content as one string."""
@@ -37,6 +53,53 @@ class ChatMessage(BaseModel):
         else:
             out["content"] = self.content or ""
         return out
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JSONSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str = "response"
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    def schema_or_none(self) -> dict[str, Any] | None:
+        """The JSON schema the output must follow ({} = any object), None for text."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return {}
+        if self.json_schema is None:
+            raise ValueError("response_format of type 'json_schema' needs 'json_schema'.")
+        return self.json_schema.schema_ or {}
 
 
 class StreamOptions(BaseModel):
@@ -61,7 +124,8 @@ class _Sampling(_Request):
     seed: int | None = None
     stop: Stop = None
     max_tokens: int | None = None
-    n: int = Field(default=1, ge=1, le=1)
+    n: int = Field(default=1, ge=1, le=16)
+    logit_bias: dict[str, float] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -82,8 +146,20 @@ class _Sampling(_Request):
             "frequency_penalty": self.frequency_penalty,
             "repeat_penalty": self.repeat_penalty,
             "seed": self.seed,
+            "logit_bias": self._logit_bias(),
         }
         return SamplingParams(**{k: v for k, v in given.items() if v is not None})
+
+    def _logit_bias(self) -> tuple[tuple[int, float], ...] | None:
+        if not self.logit_bias:
+            return None
+        out = []
+        for key, bias in self.logit_bias.items():
+            if not key.lstrip("-").isdigit() or not -100 <= bias <= 100:
+                raise ValueError("logit_bias maps token ids to biases between -100 and 100.")
+            # OpenAI's -100 means "never"; llama.cpp adds the bias to the logit.
+            out.append((int(key), float("-inf") if bias <= -100 else bias))
+        return tuple(out)
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -98,6 +174,30 @@ class _Sampling(_Request):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    def chat_spec(self) -> ChatSpec:
+        tool_choice = self.tool_choice or "auto"
+        if isinstance(tool_choice, NamedToolChoice):
+            tool_choice = tool_choice.model_dump()
+        return ChatSpec(
+            messages=[m.as_template_dict() for m in self.messages],
+            sampling=self.sampling_params(),
+            max_tokens=self.token_limit(),
+            stop=self.stop_list(),
+            tools=[t.model_dump(exclude_none=True) for t in self.tools or []],
+            tool_choice=tool_choice,
+            parallel_tool_calls=self.parallel_tool_calls,
+            json_schema=self.response_format.schema_or_none() if self.response_format
+            else None,
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            n=self.n,
+        )
 
     def token_limit(self) -> int | None:
         limit = self.max_completion_tokens or self.max_tokens

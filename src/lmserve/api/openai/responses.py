@@ -1,0 +1,413 @@
+"""POST /v1/responses, GET and DELETE /v1/responses/{id}: OpenAI's Responses API."""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from lmserve.api.chat_session import (
+    ChatEvent,
+    ChatRun,
+    ChatSpec,
+    Finish,
+    LogprobsDelta,
+    logprobs_object,
+    start_chat,
+)
+from lmserve.api.deps import get_manager
+from lmserve.api.disconnect import ClientDisconnectedError, unless_disconnected
+from lmserve.api.errors import APIError, as_api_error
+from lmserve.api.openai.response_store import ResponseStore, StoredResponse, get_store
+from lmserve.api.openai.responses_protocol import ResponseRequest, conversation_messages
+from lmserve.api.sse import sse_response
+from lmserve.models import Model, ModelManager
+from lmserve.parsers import ContentDelta, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
+
+router = APIRouter()
+
+# The chat core names request fields after Chat Completions; these are their names here.
+_PARAM_NAMES = {"messages": "input", "response_format": "text.format"}
+
+
+def new_item_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(24)}"
+
+
+@router.post("/v1/responses")
+async def create_response(
+    body: ResponseRequest,
+    request: Request,
+    manager: ModelManager = Depends(get_manager),
+    store: ResponseStore = Depends(get_store),
+) -> Response:
+    model = manager.resolve(body.model)
+    context = [*_previous_conversation(store, body.previous_response_id), *body.input_items()]
+    spec = body.chat_spec(conversation_messages(body.instructions, context))
+    run = _start(model, spec)
+    builder = ResponseBuilder(_head(body, model.id, spec), _token_counter(model),
+                              with_logprobs=body.with_logprobs)
+    keep = _keeper(store, context) if body.stores else None
+    if body.streams:
+        return sse_response(stream_response(run, builder, keep))
+    try:
+        response = await unless_disconnected(request, _drain(run, builder))
+    except ClientDisconnectedError:
+        return Response(status_code=499)
+    if keep:
+        keep(response)
+    return JSONResponse(response)
+
+
+@router.get("/v1/responses/{response_id}")
+async def retrieve_response(
+    response_id: str, store: ResponseStore = Depends(get_store)
+) -> JSONResponse:
+    return JSONResponse(_stored(store, response_id).response)
+
+
+@router.delete("/v1/responses/{response_id}")
+async def delete_response(
+    response_id: str, store: ResponseStore = Depends(get_store)
+) -> dict[str, Any]:
+    if not store.delete(response_id):
+        raise _not_found(response_id)
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
+def _not_found(response_id: str) -> APIError:
+    return APIError(404, f"Response with id '{response_id}' not found.", param="response_id")
+
+
+def _stored(store: ResponseStore, response_id: str) -> StoredResponse:
+    stored = store.get(response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    return stored
+
+
+def _previous_conversation(store: ResponseStore, previous_id: str | None
+                           ) -> list[dict[str, Any]]:
+    if previous_id is None:
+        return []
+    stored = store.get(previous_id)
+    if stored is None:
+        raise APIError(404, f"Previous response with id '{previous_id}' not found.",
+                       param="previous_response_id", code="previous_response_not_found")
+    return stored.conversation()
+
+
+def _start(model: Model, spec: ChatSpec) -> ChatRun:
+    try:
+        return start_chat(model, spec)
+    except Exception as exc:
+        err = as_api_error(exc)
+        err.param = _PARAM_NAMES.get(err.param or "", err.param)
+        raise err from exc
+
+
+def _token_counter(model: Model) -> Callable[[str], int]:
+    def count(text: str) -> int:
+        return len(model.llama.tokenize(text, add_special=False, parse_special=True))
+    return count
+
+
+def _keeper(store: ResponseStore, context: list[dict[str, Any]]
+            ) -> Callable[[dict[str, Any]], None]:
+    def keep(response: dict[str, Any]) -> None:
+        store.put(StoredResponse(response, context))
+    return keep
+
+
+def _head(body: ResponseRequest, model_id: str, spec: ChatSpec) -> dict[str, Any]:
+    """The response object's fields that are known before generation starts."""
+    return {
+        "id": new_item_id("resp"),
+        "object": "response",
+        "created_at": int(time.time()),
+        "model": model_id,
+        "instructions": body.instructions,
+        "max_output_tokens": body.max_output_tokens,
+        "previous_response_id": body.previous_response_id,
+        "parallel_tool_calls": spec.parallel_tool_calls,
+        # The values sampling ran with, defaults included.
+        "temperature": spec.sampling.temperature,
+        "top_p": spec.sampling.top_p,
+        "top_logprobs": body.top_logprobs,
+        "tools": body.echo_tools(),
+        "tool_choice": body.echo_tool_choice(),
+        "text": body.echo_text(),
+        "reasoning": None,
+        "truncation": "disabled",
+        "background": False,
+        "store": body.stores,
+        "metadata": body.metadata or {},
+    }
+
+
+# -- building the output ----------------------------------------------------------------
+
+
+@dataclass
+class _OpenItem:
+    index: int
+    body: dict[str, Any]  # the output item; it lives in the builder's output list
+    parts: list[str] = field(default_factory=list)  # its text or arguments so far
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.body["type"]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class ResponseBuilder:
+    """Turns chat events into Responses output items and the stream events describing
+    them. The non-streaming route goes the same way and drops the events, so both
+    return the same response."""
+
+    def __init__(self, head: dict[str, Any], count_tokens: Callable[[str], int], *,
+                 with_logprobs: bool = False) -> None:
+        self.head = head
+        self.output: list[dict[str, Any]] = []
+        self.final: dict[str, Any] | None = None  # set once the response has ended
+        self._count_tokens = count_tokens
+        self._with_logprobs = with_logprobs
+        self._open: _OpenItem | None = None
+        self._pending_logprobs: list = []
+        self._reasoning: list[str] = []
+        self._sequence = 0
+
+    def response(self, status: str, **fields: Any) -> dict[str, Any]:
+        return {
+            **self.head,
+            "status": status,
+            "completed_at": None,
+            "error": None,
+            "incomplete_details": None,
+            "output": copy.deepcopy(self.output),
+            **fields,
+        }
+
+    def _event(self, type: str, **fields: Any) -> dict[str, Any]:
+        event = {"type": type, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return event
+
+    def start(self) -> list[dict[str, Any]]:
+        snapshot = self.response("in_progress")
+        return [self._event("response.created", response=snapshot),
+                self._event("response.in_progress", response=snapshot)]
+
+    def feed(self, event: ChatEvent) -> list[dict[str, Any]]:
+        if isinstance(event, LogprobsDelta):
+            self._pending_logprobs.extend(event.entries)
+            return []
+        # Log-probabilities belong to the text they produced; elsewhere they are dropped.
+        entries, self._pending_logprobs = self._pending_logprobs, []
+        if isinstance(event, ContentDelta):
+            return self._text("message", event.text, entries)
+        if isinstance(event, ReasoningDelta):
+            self._reasoning.append(event.text)
+            return self._text("reasoning", event.text, [])
+        if isinstance(event, ToolCallStart):
+            return [*self._close("completed"), *self._open_call(event)]
+        if isinstance(event, ToolCallArgsDelta):
+            return self._arguments(event.text)
+        if isinstance(event, Finish):
+            return self._finish(event)
+        return []
+
+    def fail(self, exc: Exception) -> list[dict[str, Any]]:
+        """The events that end a stream whose generation broke: headers are gone, so
+        the failure is reported in-band, with the output produced so far."""
+        err = as_api_error(exc)
+        if self._open is not None:
+            self._settle(self._open, "incomplete")
+            self._open = None
+        self.final = self.response("failed", error={"code": "server_error",
+                                                    "message": err.message})
+        return [self._event("response.failed", response=self.final)]
+
+    # -- items ---------------------------------------------------------------------------
+
+    def _add(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        self._open = _OpenItem(len(self.output), body)
+        self.output.append(body)
+        return [self._event("response.output_item.added", output_index=self._open.index,
+                            item=copy.deepcopy(body))]
+
+    def _open_text(self, kind: str) -> list[dict[str, Any]]:
+        if kind == "message":
+            body = {"id": new_item_id("msg"), "type": "message", "role": "assistant",
+                    "status": "in_progress", "content": []}
+            part = _output_text("", [])
+        else:
+            body = {"id": new_item_id("rs"), "type": "reasoning", "summary": [],
+                    "content": [], "status": "in_progress"}
+            part = _reasoning_text("")
+        events = self._add(body)
+        events.append(self._event("response.content_part.added", item_id=body["id"],
+                                  output_index=self._open.index, content_index=0,
+                                  part=part))
+        return events
+
+    def _open_call(self, start: ToolCallStart) -> list[dict[str, Any]]:
+        return self._add({"id": new_item_id("fc"), "type": "function_call",
+                          "call_id": start.id, "name": start.name, "arguments": "",
+                          "status": "in_progress"})
+
+    def _text(self, kind: str, text: str, entries: list) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        if self._open is None or self._open.kind != kind:
+            events += self._close("completed")
+            events += self._open_text(kind)
+        item = self._open
+        item.parts.append(text)
+        where = {"item_id": item.body["id"], "output_index": item.index, "content_index": 0}
+        if kind == "reasoning":
+            events.append(self._event("response.reasoning_text.delta", **where, delta=text))
+            return events
+        logprobs = logprobs_object(entries)["content"] if entries else []
+        item.logprobs.extend(logprobs)
+        events.append(self._event("response.output_text.delta", **where, delta=text,
+                                  logprobs=logprobs))
+        return events
+
+    def _arguments(self, text: str) -> list[dict[str, Any]]:
+        item = self._open
+        if item is None or item.kind != "function_call":
+            return []  # arguments without their call: the chat core never sends these
+        item.parts.append(text)
+        return [self._event("response.function_call_arguments.delta",
+                            item_id=item.body["id"], output_index=item.index, delta=text)]
+
+    def _settle(self, item: _OpenItem, status: str) -> None:
+        """Writes the item's final state into its output entry."""
+        body = item.body
+        body["status"] = status
+        if item.kind == "message":
+            body["content"] = [_output_text(item.text, item.logprobs)]
+        elif item.kind == "reasoning":
+            body["content"] = [_reasoning_text(item.text)]
+        else:
+            body["arguments"] = item.text
+
+    def _close(self, status: str) -> list[dict[str, Any]]:
+        item = self._open
+        if item is None:
+            return []
+        self._open = None
+        self._settle(item, status)
+        body = item.body
+        where = {"item_id": body["id"], "output_index": item.index}
+        if item.kind == "function_call":
+            events = [self._event("response.function_call_arguments.done", **where,
+                                  name=body["name"], arguments=body["arguments"])]
+        else:
+            part = body["content"][0]
+            if item.kind == "message":
+                events = [self._event("response.output_text.done", **where, content_index=0,
+                                      text=item.text, logprobs=item.logprobs)]
+            else:
+                events = [self._event("response.reasoning_text.done", **where,
+                                      content_index=0, text=item.text)]
+            events.append(self._event("response.content_part.done", **where,
+                                      content_index=0, part=copy.deepcopy(part)))
+        events.append(self._event("response.output_item.done", output_index=item.index,
+                                  item=copy.deepcopy(body)))
+        return events
+
+    def _finish(self, finish: Finish) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        if not self.output:
+            events += self._open_text("message")  # an empty answer is still a message
+        # The token limit, not the chat finish reason: a cut-off tool call reports
+        # "tool_calls" there but is incomplete all the same.
+        truncated = finish.done.finish_reason == "length"
+        events += self._close("incomplete" if truncated else "completed")
+        usage = self._usage(finish)
+        if truncated:
+            self.final = self.response("incomplete", usage=usage, incomplete_details={
+                "reason": "max_output_tokens"})
+            events.append(self._event("response.incomplete", response=self.final))
+        else:
+            self.final = self.response("completed", usage=usage,
+                                       completed_at=int(time.time()))
+            events.append(self._event("response.completed", response=self.final))
+        return events
+
+    def _usage(self, finish: Finish) -> dict[str, Any]:
+        done = finish.done
+        reasoning = self._count_tokens("".join(self._reasoning)) if self._reasoning else 0
+        return {
+            "input_tokens": done.prompt_tokens,
+            "input_tokens_details": {
+                "cached_tokens": done.cached_tokens,
+                # The prompt tokens evaluated now stay in the slot's KV cache for reuse.
+                "cache_write_tokens": done.prompt_tokens - done.cached_tokens,
+            },
+            "output_tokens": done.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": min(reasoning,
+                                                              done.completion_tokens)},
+            "total_tokens": done.prompt_tokens + done.completion_tokens,
+        }
+
+
+def _output_text(text: str, logprobs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs}
+
+
+def _reasoning_text(text: str) -> dict[str, Any]:
+    return {"type": "reasoning_text", "text": text}
+
+
+# -- driving a run ------------------------------------------------------------------------
+
+
+async def _drain(run: ChatRun, builder: ResponseBuilder) -> dict[str, Any]:
+    try:
+        async for _, event in run.events():
+            builder.feed(event)
+    finally:
+        run.cancel()
+    if builder.final is None:
+        raise RuntimeError("generation ended without a result")
+    return builder.final
+
+
+def sse_event(event: dict[str, Any]) -> bytes:
+    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+async def stream_response(run: ChatRun, builder: ResponseBuilder,
+                          keep: Callable[[dict[str, Any]], None] | None
+                          ) -> AsyncIterator[bytes]:
+    try:
+        for event in builder.start():
+            yield sse_event(event)
+        async for _, chat_event in run.events():
+            events = builder.feed(chat_event)
+            # Stored before the client hears it is done, so it can follow up at once.
+            if keep and builder.final is not None and isinstance(chat_event, Finish):
+                keep(builder.final)
+            for event in events:
+                yield sse_event(event)
+        if builder.final is None:
+            raise RuntimeError("generation ended without a result")
+    except Exception as exc:
+        for event in builder.fail(exc):
+            yield sse_event(event)
+    finally:
+        run.cancel()

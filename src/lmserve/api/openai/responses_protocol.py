@@ -1,0 +1,241 @@
+"""Wire schemas of the Responses API (`POST /v1/responses`) and their translation to the
+chat messages and ChatSpec the shared chat core runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+
+from lmserve.api.chat_session import ChatSpec
+from lmserve.engine import SamplingParams
+
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+
+
+class _Open(BaseModel):
+    # Clients send fields we do not use (ids, statuses, annotations...): accept them.
+    model_config = ConfigDict(extra="allow")
+
+
+class TextPart(_Open):
+    type: Literal["input_text", "output_text"]
+    text: str
+
+
+def _joined(content: str | list[TextPart]) -> str:
+    return content if isinstance(content, str) else "".join(p.text for p in content)
+
+
+class MessageItem(_Open):
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[TextPart]
+
+
+class FunctionCallItem(_Open):
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    arguments: str
+
+
+class FunctionCallOutputItem(_Open):
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1)
+    output: str | list[TextPart]
+
+
+class ReasoningItem(_Open):
+    """Accepted so clients can send a whole previous output back; not shown to the model."""
+
+    type: Literal["reasoning"]
+
+
+def _item_kind(item: Any) -> str | None:
+    # A message may leave out its type; every other item names it.
+    if isinstance(item, dict):
+        return item.get("type", "message")
+    return getattr(item, "type", None)
+
+
+InputItem = Annotated[
+    Annotated[MessageItem, Tag("message")]
+    | Annotated[FunctionCallItem, Tag("function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
+    | Annotated[ReasoningItem, Tag("reasoning")],
+    Discriminator(_item_kind),
+]
+
+_ITEMS = TypeAdapter(list[InputItem])
+
+
+class FunctionTool(_Open):
+    type: Literal["function"]
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    def chat_tool(self) -> dict[str, Any]:
+        function: dict[str, Any] = {"name": self.name,
+                                    "parameters": self.parameters or {"type": "object"}}
+        if self.description is not None:
+            function["description"] = self.description
+        return {"type": "function", "function": function}
+
+    def echo(self) -> dict[str, Any]:
+        return {"type": "function", "name": self.name, "description": self.description,
+                "parameters": self.parameters, "strict": self.strict}
+
+
+class FunctionChoice(_Open):
+    type: Literal["function"]
+    name: str = Field(min_length=1)
+
+
+class FormatText(_Open):
+    type: Literal["text"]
+
+
+class FormatJSONObject(_Open):
+    type: Literal["json_object"]
+
+
+class FormatJSONSchema(_Open):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    type: Literal["json_schema"]
+    name: str = Field(min_length=1, max_length=64)
+    schema_: dict[str, Any] = Field(alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+
+TextFormat = Annotated[FormatText | FormatJSONObject | FormatJSONSchema,
+                       Field(discriminator="type")]
+
+
+class TextParam(_Open):
+    format: TextFormat = Field(default_factory=lambda: FormatText(type="text"))
+
+
+class ResponseRequest(_Open):
+    model: str = Field(min_length=1)
+    input: str | list[InputItem]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    tools: list[FunctionTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | FunctionChoice | None = None
+    parallel_tool_calls: bool | None = None
+    text: TextParam | None = None
+    previous_response_id: str | None = None
+    store: bool | None = None
+    stream: bool | None = None
+    metadata: dict[str, str] | None = None
+    include: list[str] | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @property
+    def stores(self) -> bool:
+        return self.store is not False  # stored unless the client opts out
+
+    @property
+    def streams(self) -> bool:
+        return bool(self.stream)
+
+    @property
+    def text_format(self) -> FormatText | FormatJSONObject | FormatJSONSchema:
+        return (self.text or TextParam()).format
+
+    @property
+    def with_logprobs(self) -> bool:
+        return LOGPROBS_INCLUDE in (self.include or [])
+
+    def input_items(self) -> list[dict[str, Any]]:
+        """The new input as plain items, the form they are stored in."""
+        if isinstance(self.input, str):
+            return [{"type": "message", "role": "user", "content": self.input}]
+        return [item.model_dump(by_alias=True) for item in self.input]
+
+    def chat_spec(self, messages: list[dict[str, Any]]) -> ChatSpec:
+        given = {"temperature": self.temperature, "top_p": self.top_p}
+        return ChatSpec(
+            messages=messages,
+            sampling=SamplingParams(**{k: v for k, v in given.items() if v is not None}),
+            max_tokens=self.max_output_tokens,
+            tools=[t.chat_tool() for t in self.tools or []],
+            tool_choice=self._chat_tool_choice(),
+            parallel_tool_calls=self.parallel_tool_calls is not False,
+            json_schema=self._json_schema(),
+            logprobs=(self.top_logprobs or 0) if self.with_logprobs else None,
+        )
+
+    def _chat_tool_choice(self) -> str | dict[str, Any]:
+        if isinstance(self.tool_choice, FunctionChoice):
+            return {"type": "function", "function": {"name": self.tool_choice.name}}
+        return self.tool_choice or "auto"
+
+    def _json_schema(self) -> dict[str, Any] | None:
+        fmt = self.text_format
+        if isinstance(fmt, FormatJSONSchema):
+            return fmt.schema_
+        if isinstance(fmt, FormatJSONObject):
+            return {}  # any JSON object
+        return None
+
+    # -- echoed back in the response object ---------------------------------------------
+
+    def echo_tools(self) -> list[dict[str, Any]]:
+        return [t.echo() for t in self.tools or []]
+
+    def echo_tool_choice(self) -> str | dict[str, Any]:
+        if isinstance(self.tool_choice, FunctionChoice):
+            return {"type": "function", "name": self.tool_choice.name}
+        return self.tool_choice or "auto"
+
+    def echo_text(self) -> dict[str, Any]:
+        fmt = self.text_format
+        if isinstance(fmt, FormatJSONSchema):
+            echoed = {"type": "json_schema", "name": fmt.name, "schema": fmt.schema_,
+                      "strict": fmt.strict}
+            if fmt.description is not None:
+                echoed["description"] = fmt.description
+            return {"format": echoed}
+        return {"format": {"type": fmt.type}}
+
+
+def conversation_messages(instructions: str | None, items: list[dict[str, Any]]
+                          ) -> list[dict[str, Any]]:
+    """Chat messages for the shared chat core from Responses items.
+
+    Function calls join the assistant turn they follow; their outputs become tool
+    messages, named after the call when it is known.
+    """
+    messages: list[dict[str, Any]] = []
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    names: dict[str, str] = {}
+    for item in _ITEMS.validate_python(items):
+        if isinstance(item, MessageItem):
+            messages.append({"role": item.role, "content": _joined(item.content)})
+        elif isinstance(item, FunctionCallItem):
+            names[item.call_id] = item.name
+            _append_call(messages, {"id": item.call_id, "type": "function", "function": {
+                "name": item.name, "arguments": item.arguments}})
+        elif isinstance(item, FunctionCallOutputItem):
+            message = {"role": "tool", "tool_call_id": item.call_id,
+                       "content": _joined(item.output)}
+            if item.call_id in names:
+                message["name"] = names[item.call_id]
+            messages.append(message)
+    return messages
+
+
+def _append_call(messages: list[dict[str, Any]], call: dict[str, Any]) -> None:
+    last = messages[-1] if messages else None
+    if last is not None and last["role"] == "assistant":
+        last.setdefault("tool_calls", []).append(call)
+    else:
+        messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
