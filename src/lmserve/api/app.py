@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from lmserve import __version__
+from lmserve.api.anthropic import messages
 from lmserve.api.cors import OpenCORS
 from lmserve.api.errors import install_error_handlers
-from lmserve.api.native import status
-from lmserve.api.openai import chat, completions, embeddings, models
+from lmserve.api.native import status, tokenize
+from lmserve.api.openai import chat, completions, embeddings, models, responses
 from lmserve.models import ModelManager
 
 
@@ -34,7 +35,8 @@ def create_app(
     app.state.manager = manager
     app.state.base_url = base_url
     install_error_handlers(app)
-    for module in (chat, completions, embeddings, models, status):
+    for module in (chat, completions, embeddings, models, status, tokenize, messages,
+                   responses):
         app.include_router(module.router)
     if cors:
         app.add_middleware(OpenCORS)

@@ -125,9 +125,44 @@ def _tool_call_grammar(family: str, functions: list[dict[str, Any]]) -> str:
     return f"root ::= {wrap[0]}call{wrap[1]}\n{body}"
 
 
+# Keywords the schema-to-grammar converter would silently ignore: refuse them instead
+# of promising output they do not constrain.
+_UNSUPPORTED_KEYWORDS = {
+    "not", "if", "then", "else", "patternProperties", "dependentSchemas",
+    "dependentRequired", "contains", "uniqueItems", "propertyNames",
+    "unevaluatedProperties", "unevaluatedItems", "$dynamicRef",
+}
+
+
+_NAMED_SCHEMAS = {"properties", "$defs", "definitions"}  # names -> schemas
+_DATA = {"enum", "const", "default", "examples", "description", "title"}  # not schemas
+
+
+def _unsupported_keyword(node: Any) -> str | None:
+    if isinstance(node, list):
+        return next(filter(None, map(_unsupported_keyword, node)), None)
+    if not isinstance(node, dict):
+        return None
+    for key, value in node.items():
+        if key in _UNSUPPORTED_KEYWORDS:
+            return key
+        if key in _DATA:
+            continue
+        named = key in _NAMED_SCHEMAS and isinstance(value, dict)
+        for child in value.values() if named else [value]:
+            found = _unsupported_keyword(child)
+            if found:
+                return found
+    return None
+
+
 def schema_grammar(schema: dict[str, Any], prop_order: list[str] | None = None) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
+    keyword = _unsupported_keyword(schema)
+    if keyword:
+        raise APIError(400, f"The JSON schema keyword '{keyword}' is not supported for "
+                            "structured output.", param="response_format")
     try:
         return json_schema_to_gbnf(json.dumps(schema), prop_order)
     except (ValueError, AssertionError, KeyError, TypeError, RecursionError) as exc:
@@ -263,23 +298,40 @@ class ChatRun:
         return [choices[i] for i in sorted(choices)]
 
 
+@dataclass
+class ChatPrompt:
+    """A chat request rendered for one model: what is submitted and how to read it."""
+
+    text: str
+    tokens: list[int]
+    functions: list[dict[str, Any]]  # the callable tools ([] when tool_choice is none)
+    family: str  # the tool-call format the output is parsed (and constrained) as
+
+
+def render_prompt(model: Model, spec: ChatSpec) -> ChatPrompt:
+    """The prompt for this request: tools rendered by the template when it knows them,
+    else described in a system message."""
+    template = model.template.source
+    functions = _tool_functions(spec) if spec.tool_choice != "none" else []
+    native_tools = bool(functions) and "tools" in template
+    messages = _template_messages(spec.messages, native_tools)
+    if functions and not native_tools:
+        messages = [{"role": "system", "content": _tools_system_prompt(functions)}, *messages]
+    text = model.template.render(messages, tools=spec.tools if native_tools else None)
+    family = family_for_template(template) if native_tools else "generic"
+    return ChatPrompt(text, model.tokenize_rendered(text), functions, family)
+
+
 def start_chat(model: Model, spec: ChatSpec) -> ChatRun:
     """Validates and submits the request: every 4xx is raised here, before streaming."""
     template = model.template.source
-    functions = _tool_functions(spec) if spec.tool_choice != "none" else []
+    prompt = render_prompt(model, spec)
+    functions, family = prompt.functions, prompt.family
     names = [fn["name"] for fn in functions]
     forced = _forced_function(spec, names) if functions else None
     if spec.tool_choice == "required" and not functions:
         raise APIError(400, "tool_choice is 'required' but no tools were given.",
                        param="tool_choice")
-    native_tools = bool(functions) and "tools" in template
-    family = family_for_template(template) if native_tools else "generic"
-
-    messages = _template_messages(spec.messages, native_tools)
-    if functions and not native_tools:
-        messages = [{"role": "system", "content": _tools_system_prompt(functions)}, *messages]
-    prompt_text = model.template.render(messages, tools=spec.tools if native_tools else None)
-    prompt = model.tokenize_rendered(prompt_text)
 
     grammar = None
     if functions and (forced or spec.tool_choice == "required"):
@@ -289,7 +341,7 @@ def start_chat(model: Model, spec: ChatSpec) -> ChatRun:
         grammar = schema_grammar(spec.json_schema or {"type": "object"})
 
     reasoning = reasoning_for_template(template)
-    opens = prompt_opens_reasoning(prompt_text)
+    opens = prompt_opens_reasoning(prompt.text)
 
     def parser() -> ToolCallParser | ReasoningParser | None:
         if functions:
@@ -303,7 +355,7 @@ def start_chat(model: Model, spec: ChatSpec) -> ChatRun:
         for i in range(spec.n):
             seeded = sampling if sampling.seed is None else replace(sampling,
                                                                       seed=sampling.seed + i)
-            streams.append(model.generate(prompt, seeded, max_tokens=spec.max_tokens,
+            streams.append(model.generate(prompt.tokens, seeded, max_tokens=spec.max_tokens,
                                           stop=spec.stop, logprobs=spec.logprobs,
                                           render_special=bool(functions)))
     except Exception:

@@ -14,6 +14,7 @@ import codecs
 class StopMatcher:
     def __init__(self, stops: list[str]) -> None:
         self.stops = [s for s in stops if s]
+        self.matched: str | None = None  # the stop string that ended the output
         self._held = ""
 
     def push(self, text: str) -> tuple[str, bool]:
@@ -21,8 +22,9 @@ class StopMatcher:
         if not self.stops:
             return text, False
         buf = self._held + text
-        hit = min((i for i in (buf.find(s) for s in self.stops) if i >= 0), default=-1)
-        if hit >= 0:
+        found = [(i, s) for s in self.stops if (i := buf.find(s)) >= 0]
+        if found:
+            hit, self.matched = min(found)
             self._held = ""
             return buf[:hit], True
         keep = self._longest_partial_stop(buf)
@@ -51,6 +53,10 @@ class Detokenizer:
 
     def push(self, piece: bytes) -> tuple[str, bool]:
         return self._stops.push(self._utf8.decode(piece))
+
+    @property
+    def matched_stop(self) -> str | None:
+        return self._stops.matched
 
     def flush(self) -> str:
         """Everything still held at the end of generation."""

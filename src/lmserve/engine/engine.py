@@ -366,7 +366,8 @@ class Engine:
             generation_s=now - t_prompt_done,
             n_prompt_processed=slot.n_prompt - slot.n_reused,
         )
-        done = Done(reason, slot.n_prompt, slot.n_generated, slot.n_reused, timings)
+        stop = slot.detok.matched_stop if slot.detok is not None else None
+        done = Done(reason, slot.n_prompt, slot.n_generated, slot.n_reused, timings, stop)
         self._emit(req, done)
         log.info(
             "%s request %d slot %d %s: prompt %d tok (%d cached) %.1f tok/s, "

@@ -66,6 +66,7 @@ class Done:
     completion_tokens: int
     cached_tokens: int
     timings: Timings
+    stop_string: str | None = None  # which stop string ended it, if one did
 
     @property
     def tokens_per_s(self) -> float:

@@ -50,10 +50,12 @@ async def create_embeddings(
     request: Request,
     manager: ModelManager = Depends(get_manager),
 ) -> Response:
-    if body.dimensions is not None:
-        raise APIError(400, "This model does not support choosing 'dimensions'.",
-                       param="dimensions")
     model = manager.resolve(body.model)
+    if body.dimensions is not None and body.dimensions != model.llama.n_embd:
+        # Truncating is only meaningful for models trained for it (Matryoshka).
+        raise APIError(400, f"This model gives {model.llama.n_embd}-dimensional embeddings "
+                            "and does not support shortening them with 'dimensions'.",
+                       param="dimensions")
     inputs = _inputs(body, model)
     try:
         vectors = await unless_disconnected(request, model.embed(inputs))

@@ -52,8 +52,7 @@ async def create_response(
     context = [*_previous_conversation(store, body.previous_response_id), *body.input_items()]
     spec = body.chat_spec(conversation_messages(body.instructions, context))
     run = _start(model, spec)
-    builder = ResponseBuilder(_head(body, model.id, spec), _token_counter(model),
-                              with_logprobs=body.with_logprobs)
+    builder = ResponseBuilder(_head(body, model.id, spec), _token_counter(model))
     keep = _keeper(store, context) if body.stores else None
     if body.streams:
         return sse_response(stream_response(run, builder, keep))
@@ -110,6 +109,8 @@ def _start(model: Model, spec: ChatSpec) -> ChatRun:
     except Exception as exc:
         err = as_api_error(exc)
         err.param = _PARAM_NAMES.get(err.param or "", err.param)
+        if err is exc:
+            raise
         raise err from exc
 
 
@@ -176,13 +177,11 @@ class ResponseBuilder:
     them. The non-streaming route goes the same way and drops the events, so both
     return the same response."""
 
-    def __init__(self, head: dict[str, Any], count_tokens: Callable[[str], int], *,
-                 with_logprobs: bool = False) -> None:
+    def __init__(self, head: dict[str, Any], count_tokens: Callable[[str], int]) -> None:
         self.head = head
         self.output: list[dict[str, Any]] = []
         self.final: dict[str, Any] | None = None  # set once the response has ended
         self._count_tokens = count_tokens
-        self._with_logprobs = with_logprobs
         self._open: _OpenItem | None = None
         self._pending_logprobs: list = []
         self._reasoning: list[str] = []

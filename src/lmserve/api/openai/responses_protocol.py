@@ -30,7 +30,7 @@ def _joined(content: str | list[TextPart]) -> str:
 class MessageItem(_Open):
     type: Literal["message"] = "message"
     role: Literal["user", "assistant", "system", "developer"]
-    content: str | list[TextPart]
+    content: list[TextPart] | str
 
 
 class FunctionCallItem(_Open):
@@ -43,7 +43,7 @@ class FunctionCallItem(_Open):
 class FunctionCallOutputItem(_Open):
     type: Literal["function_call_output"]
     call_id: str = Field(min_length=1)
-    output: str | list[TextPart]
+    output: list[TextPart] | str
 
 
 class ReasoningItem(_Open):
@@ -78,11 +78,11 @@ class FunctionTool(_Open):
     strict: bool | None = None
 
     def chat_tool(self) -> dict[str, Any]:
-        function: dict[str, Any] = {"name": self.name,
-                                    "parameters": self.parameters or {"type": "object"}}
-        if self.description is not None:
-            function["description"] = self.description
-        return {"type": "function", "function": function}
+        """The tool as Chat Completions sends it, so both APIs prompt the model alike."""
+        function = {"name": self.name, "description": self.description,
+                    "parameters": self.parameters, "strict": self.strict}
+        return {"type": "function",
+                "function": {k: v for k, v in function.items() if v is not None}}
 
     def echo(self) -> dict[str, Any]:
         return {"type": "function", "name": self.name, "description": self.description,
@@ -121,7 +121,7 @@ class TextParam(_Open):
 
 class ResponseRequest(_Open):
     model: str = Field(min_length=1)
-    input: str | list[InputItem]
+    input: list[InputItem] | str  # the list first: its errors are the useful ones
     instructions: str | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
