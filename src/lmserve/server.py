@@ -18,6 +18,7 @@ from lmserve.api import create_app
 from lmserve.config import ServerSettings
 from lmserve.models import ModelManager
 from lmserve.models.bundled import resolve_model_path
+from lmserve.models.model import LoadConfig
 
 log = logging.getLogger("lmserve")
 
@@ -96,12 +97,10 @@ def serve(settings: ServerSettings) -> None:
     port = sock.getsockname()[1]
     url = base_url(settings.host, port)
 
-    manager = ModelManager()
-    t0 = time.perf_counter()
-    model = manager.load(model_path, context_length=settings.context_length,
-                         parallel=settings.parallel, max_queue=settings.max_queue,
-                         threads=settings.threads)
-    log.info("model %s ready in %.1f s", model.id, time.perf_counter() - t0)
+    defaults = LoadConfig(context_length=settings.context_length, parallel=settings.parallel,
+                          max_queue=settings.max_queue, threads=settings.threads)
+    manager = ModelManager(defaults=defaults)
+    model, _ = manager.load_now(str(model_path))
 
     state = {
         "pid": os.getpid(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
@@ -25,9 +26,11 @@ def create_app(
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        reaper = asyncio.create_task(manager.reap_idle())
         if on_ready:
             on_ready()
         yield
+        reaper.cancel()
         manager.unload_all()
 
     app = FastAPI(title="lmserve", version=__version__, lifespan=lifespan,

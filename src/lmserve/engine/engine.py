@@ -176,6 +176,11 @@ class Engine:
         ]
         return EngineStatus(slots=slots, queued=len(self._waiting), n_ctx_slot=self.n_ctx_slot)
 
+    def pending_work(self) -> int:
+        """Requests admitted, waiting or embedding: zero means the model is idle."""
+        busy = sum(s.state is not SlotState.IDLE for s in self.slots)
+        return busy + len(self._waiting) + len(self._embed_jobs)
+
     def stop(self, timeout: float = 30.0) -> None:
         with self._cv:
             self._stopping = True

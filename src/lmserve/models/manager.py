@@ -1,22 +1,46 @@
-"""The loaded models and how a request's `model` string picks one of them."""
+"""What is loaded, and which loaded model a request's `model` string means.
+
+- Loading is idempotent: asking for a loaded model returns its instance, unless a new
+  identifier is asked for.
+- JIT: a request naming a model in the library that is not loaded loads it first.
+- Idle instances are unloaded after their TTL; when a load would pass the max-loaded
+  count or the memory budget, the least recently used idle instance goes first. An
+  instance with requests in flight or queued is never evicted.
+- Unloading removes an instance from routing at once and frees it once its in-flight
+  requests have finished.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
+import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, Protocol
 
-from lmserve.models.model import Model
+from lmserve.models.model import LoadConfig, Model
 
 log = logging.getLogger("lmserve.models")
 
 
 class ModelNotFoundError(LookupError):
-    def __init__(self, name: str, known: list[str]) -> None:
+    def __init__(self, name: str, known: list[str], *, jit: bool = True) -> None:
         listing = ", ".join(known) or "none"
-        super().__init__(f"The model '{name}' does not exist. Loaded models: {listing}.")
+        where = "Available models" if jit else "Loaded models"
+        super().__init__(f"The model '{name}' does not exist. {where}: {listing}.")
         self.name = name
+
+
+class ModelBusyError(RuntimeError):
+    """No room to load a model: every loaded instance has requests in flight."""
+
+
+class Library(Protocol):
+    def entries(self) -> list[Any]: ...
+    def find(self, name: str) -> Any | None: ...
 
 
 def model_id_for(path: Path) -> str:
@@ -29,53 +53,235 @@ def model_id_for(path: Path) -> str:
     return stem.lower()
 
 
+def estimate_memory(model: Model) -> int:
+    """Weights plus KV cache of a loaded instance, in bytes."""
+    import llama_cpp as L
+
+    n_layer = L.llama_model_n_layer(model.llama.ptr)
+    n_head = max(L.llama_model_n_head(model.llama.ptr), 1)
+    n_head_kv = L.llama_model_n_head_kv(model.llama.ptr)
+    kv_dim = model.llama.n_embd // n_head * n_head_kv
+    n_ctx = model.config.context_length * model.config.parallel
+    return model.llama.size_bytes + n_ctx * n_layer * kv_dim * 2 * 2  # K and V in f16
+
+
 class ModelManager:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        library: Library | None = None,
+        *,
+        defaults: LoadConfig | None = None,
+        jit: bool = True,
+        max_loaded: int = 0,
+        memory_budget: int = 0,
+    ) -> None:
+        self.library = library
+        self.defaults = defaults or LoadConfig()
+        self.jit = jit
+        self.max_loaded = max_loaded
+        self.memory_budget = memory_budget
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
+        self._loading: dict[str, asyncio.Future] = {}
+        self._closing: set[asyncio.Task] = set()
 
-    def load(
-        self,
-        path: Path,
-        *,
-        model_id: str | None = None,
-        context_length: int,
-        parallel: int,
-        max_queue: int = 64,
-        threads: int | None = None,
-    ) -> Model:
-        model_id = model_id or model_id_for(path)
-        with self._lock:
-            if model_id in self._models:
-                return self._models[model_id]
-        model = Model(model_id, path, context_length=context_length, parallel=parallel,
-                      max_queue=max_queue, threads=threads)
-        with self._lock:
-            self._models[model_id] = model
-        log.info("loaded %s from %s (context %d per slot, %d slots)", model_id, path,
-                 model.context_length, parallel)
-        return model
+    # -- what is loaded -------------------------------------------------------------------
 
     def loaded(self) -> list[Model]:
         with self._lock:
             return list(self._models.values())
 
-    def get(self, model_id: str) -> Model | None:
+    def get(self, identifier: str) -> Model | None:
         with self._lock:
-            return self._models.get(model_id)
+            return self._models.get(identifier)
 
-    def resolve(self, name: str) -> Model:
-        """The model a request asked for. Any name is the loaded model while exactly one
-        is loaded, so clients that hard-code a name (e.g. 'local-model') keep working."""
+    def _instances_of(self, key: str) -> list[Model]:
+        return [m for m in self.loaded() if m.key == key]
+
+    # -- loading --------------------------------------------------------------------------
+
+    def _locate(self, name: str) -> tuple[str, Path]:
+        """The library key (or file id) and path a load request names."""
+        entry = self.library.find(name) if self.library else None
+        if entry is not None:
+            return entry.key, Path(entry.path)
+        path = Path(name).expanduser()
+        if path.suffix == ".gguf" and path.is_file():
+            return model_id_for(path), path.resolve()
+        known = [e.key for e in self.library.entries()] if self.library else []
+        raise ModelNotFoundError(name, known)
+
+    def load_now(self, name: str, *, identifier: str | None = None,
+                 **options: Any) -> tuple[Model, bool]:
+        """Loads in the calling thread; returns (instance, whether it is new)."""
+        key, path = self._locate(name)
+        if identifier is None:
+            existing = self._instances_of(key)
+            if existing:
+                return existing[0], False
+            identifier = key
+        elif (current := self.get(identifier)) is not None:
+            if current.key != key:
+                raise ValueError(f"The identifier '{identifier}' is already used by "
+                                 f"'{current.key}'.")
+            return current, False
+        config = replace(self.defaults, **{k: v for k, v in options.items() if v is not None})
+        if "ttl" in options and options["ttl"] is not None and options["ttl"] <= 0:
+            config = replace(config, ttl=None)
+        self._make_room()
+        model = Model(identifier, path, config, key=key)
         with self._lock:
-            if name in self._models:
-                return self._models[name]
-            if len(self._models) == 1:
-                return next(iter(self._models.values()))
-            raise ModelNotFoundError(name, list(self._models))
+            self._models[identifier] = model
+        log.info("loaded %s as %s in %.1f s (context %d per slot, %d slots, ttl %s)",
+                 key, identifier, model.load_time_s, model.context_length,
+                 config.parallel, f"{config.ttl:.0f} s" if config.ttl else "none")
+        self._make_room(keep=model)
+        return model, True
+
+    async def load(self, name: str, *, identifier: str | None = None,
+                   **options: Any) -> tuple[Model, bool]:
+        """Loads off the event loop; concurrent loads of the same model share one."""
+        token = identifier or self._key_or_name(name)
+        pending = self._loading.get(token)
+        if pending is not None:
+            model, _ = await asyncio.shield(pending)
+            return model, False
+        future = asyncio.get_running_loop().create_future()
+        self._loading[token] = future
+        try:
+            result = await asyncio.to_thread(self.load_now, name, identifier=identifier,
+                                             **options)
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._loading[token]
+
+    def _key_or_name(self, name: str) -> str:
+        entry = self.library.find(name) if self.library else None
+        return entry.key if entry is not None else name
+
+    # -- which model a request means ------------------------------------------------------
+
+    async def resolve(self, name: str, *, ttl: float | None = None) -> Model:
+        """The instance a request's `model` names, loading it just in time if allowed.
+
+        A name that matches no known model is served by the only loaded model, so
+        clients that hard-code a name (e.g. 'local-model') keep working."""
+        model = self.get(name)
+        if model is None:
+            entry = self.library.find(name) if self.library else None
+            if entry is not None:
+                loaded = self._instances_of(entry.key)
+                if loaded:
+                    model = loaded[0]
+                elif self.jit:
+                    model, _ = await self.load(entry.key, ttl=ttl)
+                else:
+                    raise ModelNotFoundError(name, [m.id for m in self.loaded()], jit=False)
+            else:
+                loaded = self.loaded()
+                if len(loaded) != 1:
+                    raise ModelNotFoundError(name, self.listed_ids())
+                model = loaded[0]
+        model.touch()
+        return model
+
+    def listed_ids(self) -> list[str]:
+        """What /v1/models lists: every model in the library while JIT is on."""
+        ids = [m.id for m in self.loaded()]
+        if self.jit and self.library:
+            keys = {m.key for m in self.loaded()}
+            ids += [e.key for e in self.library.entries() if e.key not in keys]
+        return ids
+
+    # -- unloading ------------------------------------------------------------------------
+
+    async def unload(self, name: str) -> list[str]:
+        """Unloads an instance by identifier, or every instance of a model key."""
+        with self._lock:
+            targets = [m for m in self._models.values() if name in (m.id, m.key)]
+            if not targets and self.library and (entry := self.library.find(name)):
+                targets = [m for m in self._models.values() if m.key == entry.key]
+            for m in targets:
+                del self._models[m.id]
+        if not targets:
+            raise ModelNotFoundError(name, [m.id for m in self.loaded()], jit=False)
+        for m in targets:
+            self._close_when_idle(m)
+        return [m.id for m in targets]
+
+    async def unload_everything(self) -> list[str]:
+        ids = [m.id for m in self.loaded()]
+        for identifier in ids:
+            await self.unload(identifier)
+        return ids
+
+    def _close_when_idle(self, model: Model) -> None:
+        async def drain() -> None:
+            while model.busy:  # in-flight requests finish first
+                await asyncio.sleep(0.1)
+            await asyncio.to_thread(model.close)
+            log.info("unloaded %s", model.id)
+
+        task = asyncio.get_running_loop().create_task(drain())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def unload_all(self) -> None:
+        """At shutdown: free everything now."""
         with self._lock:
             models, self._models = list(self._models.values()), {}
         for model in models:
             model.close()
+
+    # -- eviction and TTL -----------------------------------------------------------------
+
+    def _make_room(self, keep: Model | None = None) -> None:
+        """Evicts least recently used idle instances past the count or memory limits."""
+        while self._over_limits(adding=keep is None):
+            idle = [m for m in self.loaded() if m is not keep and not m.busy]
+            if not idle:
+                if keep is None:
+                    raise ModelBusyError("Cannot load another model: every loaded model "
+                                         "is busy and the configured limit is reached.")
+                return  # over budget, but nothing may be evicted: keep serving
+            victim = min(idle, key=lambda m: m.last_used)
+            with self._lock:
+                self._models.pop(victim.id, None)
+            log.info("evicting %s (least recently used)", victim.id)
+            while victim.busy:  # a request that raced in before it left routing
+                time.sleep(0.05)
+            victim.close()
+
+    def _over_limits(self, *, adding: bool) -> bool:
+        loaded = self.loaded()
+        if self.max_loaded and len(loaded) + adding > self.max_loaded:
+            return True
+        if self.memory_budget and not adding:
+            return sum(estimate_memory(m) for m in loaded) > self.memory_budget
+        return False
+
+    def expired(self, now: float | None = None) -> list[Model]:
+        now = time.monotonic() if now is None else now
+        out = []
+        for m in self.loaded():
+            if m.busy:
+                m.touch()  # idle time counts from the end of the last request
+            elif m.config.ttl and now - m.last_used > m.config.ttl:
+                out.append(m)
+        return out
+
+    async def reap_idle(self, interval: float = 1.0) -> None:
+        """Background task: unloads instances idle for longer than their TTL."""
+        while True:
+            await asyncio.sleep(interval)
+            for model in self.expired():
+                log.info("%s idle for %.0f s: unloading (ttl)", model.id, model.config.ttl)
+                try:
+                    await self.unload(model.id)
+                except ModelNotFoundError:
+                    pass

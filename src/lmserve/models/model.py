@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lmserve.engine import (
     Done,
@@ -46,35 +48,60 @@ class GenerationStream:
             self._engine.wake()
 
 
+@dataclass(frozen=True)
+class LoadConfig:
+    """How an instance is loaded; `ttl` is idle seconds before unloading (None: never)."""
+
+    context_length: int = 4096
+    parallel: int = 4
+    max_queue: int = 64
+    threads: int | None = None
+    ttl: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"context_length": self.context_length, "parallel": self.parallel,
+                "ttl": self.ttl, "max_queue": self.max_queue}
+
+
 class Model:
-    def __init__(
-        self,
-        model_id: str,
-        path: Path,
-        *,
-        context_length: int,
-        parallel: int,
-        max_queue: int = 64,
-        threads: int | None = None,
-    ) -> None:
+    """One loaded instance of a model file, known by its identifier."""
+
+    def __init__(self, model_id: str, path: Path, config: LoadConfig, *,
+                 key: str | None = None) -> None:
         self.id = model_id
+        self.key = key or model_id  # the library key it was loaded from
         self.path = path
+        self.config = config
         self.created = int(time.time())
+        t0 = time.perf_counter()
         self.llama = LlamaModel(path)
-        self.engine = Engine(
-            self.llama,
-            n_slots=parallel,
-            n_ctx_slot=context_length,
-            max_queue=max_queue,
-            n_threads=threads,
-            name=model_id,
-        )
+        try:
+            self.engine = Engine(
+                self.llama,
+                n_slots=config.parallel,
+                n_ctx_slot=config.context_length,
+                max_queue=config.max_queue,
+                n_threads=config.threads,
+                name=model_id,
+            )
+        except Exception:
+            self.llama.close()
+            raise
         self.template = ChatTemplate(
             self.llama.chat_template,
             bos_token=self.llama.token_text(self.llama.bos) if self.llama.bos >= 0 else "",
             eos_token=self.llama.token_text(self.llama.eos) if self.llama.eos >= 0 else "",
         )
         self.engine.start()
+        self.load_time_s = time.perf_counter() - t0
+        self.last_used = time.monotonic()
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        return self.engine.pending_work() > 0
 
     @property
     def context_length(self) -> int:

@@ -60,7 +60,7 @@ async def create_message(
     # server needs no key and speaks one version of the API.
     try:
         body = await parse_body(request, MessagesRequest)
-        model = manager.resolve(body.model)
+        model = await manager.resolve(body.model)
         run = start_chat(model, body.chat_spec())
     except Exception as exc:
         return error_response(exc)
@@ -90,7 +90,7 @@ async def count_message_tokens(
 ) -> Response:
     try:
         body = await parse_body(request, CountTokensRequest)
-        model = manager.resolve(body.model)
+        model = await manager.resolve(body.model)
         prompt = render_prompt(model, body.chat_spec())
         return JSONResponse({"input_tokens": len(prompt.tokens)})
     except Exception as exc:

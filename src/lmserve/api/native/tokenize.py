@@ -29,7 +29,7 @@ class DetokenizeRequest(BaseModel):
 @router.post("/api/v1/tokenize")
 async def tokenize(body: TokenizeRequest,
                    manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
-    model = manager.resolve(body.model)
+    model = await manager.resolve(body.model)
     tokens = model.llama.tokenize(body.text, add_special=body.add_special, parse_special=True)
     out: dict[str, Any] = {"model": model.id, "tokens": tokens}
     if body.with_pieces:
@@ -41,7 +41,7 @@ async def tokenize(body: TokenizeRequest,
 @router.post("/api/v1/detokenize")
 async def detokenize(body: DetokenizeRequest,
                      manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
-    model = manager.resolve(body.model)
+    model = await manager.resolve(body.model)
     if any(t < 0 or t >= model.llama.n_vocab for t in body.tokens):
         raise APIError(400, f"Token ids must be in [0, {model.llama.n_vocab}).",
                        param="tokens")

@@ -33,7 +33,7 @@ async def create_chat_completion(
     request: Request,
     manager: ModelManager = Depends(get_manager),
 ) -> Response:
-    model = manager.resolve(body.model)
+    model = await manager.resolve(body.model, ttl=body.ttl)
     run = start_chat(model, body.chat_spec())
     head = {"id": new_id("chatcmpl"), "created": now(), "model": model.id}
     if body.stream:

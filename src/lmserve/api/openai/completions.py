@@ -43,7 +43,7 @@ async def create_completion(
     request: Request,
     manager: ModelManager = Depends(get_manager),
 ) -> Response:
-    model = manager.resolve(body.model)
+    model = await manager.resolve(body.model, ttl=body.ttl)
     prompts = _prompts(body, model)
     streams: list[GenerationStream] = []
     try:

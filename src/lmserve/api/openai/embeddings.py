@@ -50,7 +50,7 @@ async def create_embeddings(
     request: Request,
     manager: ModelManager = Depends(get_manager),
 ) -> Response:
-    model = manager.resolve(body.model)
+    model = await manager.resolve(body.model, ttl=body.ttl)
     if body.dimensions is not None and body.dimensions != model.llama.n_embd:
         # Truncating is only meaningful for models trained for it (Matryoshka).
         raise APIError(400, f"This model gives {model.llama.n_embd}-dimensional embeddings "

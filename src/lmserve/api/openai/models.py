@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -18,14 +19,23 @@ def model_object(model: Model) -> dict[str, Any]:
 
 @router.get("/v1/models")
 async def list_models(manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
-    return {"object": "list", "data": [model_object(m) for m in manager.loaded()]}
+    return {"object": "list", "data": [_listed(i, manager) for i in manager.listed_ids()]}
+
+
+def _listed(model_id: str, manager: ModelManager) -> dict[str, Any]:
+    model = manager.get(model_id)
+    if model is not None:
+        return model_object(model)
+    # Downloaded but not loaded: created is when the file arrived.
+    entry = manager.library.find(model_id) if manager.library else None
+    created = int(Path(entry.path).stat().st_mtime) if entry else 0
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "lmserve"}
 
 
 @router.get("/v1/models/{model_id:path}")
 async def retrieve_model(
     model_id: str, manager: ModelManager = Depends(get_manager)
 ) -> dict[str, Any]:
-    model = manager.get(model_id)
-    if model is None:
-        raise ModelNotFoundError(model_id, [m.id for m in manager.loaded()])
-    return model_object(model)
+    if model_id not in manager.listed_ids():
+        raise ModelNotFoundError(model_id, manager.listed_ids())
+    return _listed(model_id, manager)

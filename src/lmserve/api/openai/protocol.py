@@ -128,6 +128,8 @@ class _Sampling(_Request):
     logit_bias: dict[str, float] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    ttl: float | None = Field(default=None, description="Idle seconds before a model "
+                              "loaded for this request is unloaded")
 
     @field_validator("max_tokens", "max_completion_tokens", check_fields=False)
     @classmethod
@@ -218,6 +220,7 @@ class EmbeddingRequest(_Request):
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
+    ttl: float | None = None
 
 
 def new_id(prefix: str) -> str:

@@ -48,7 +48,7 @@ async def create_response(
     manager: ModelManager = Depends(get_manager),
     store: ResponseStore = Depends(get_store),
 ) -> Response:
-    model = manager.resolve(body.model)
+    model = await manager.resolve(body.model)
     context = [*_previous_conversation(store, body.previous_response_id), *body.input_items()]
     spec = body.chat_spec(conversation_messages(body.instructions, context))
     run = _start(model, spec)
