@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
@@ -12,7 +13,9 @@ from lmserve import __version__
 from lmserve.api.anthropic import messages
 from lmserve.api.cors import OpenCORS
 from lmserve.api.errors import install_error_handlers
-from lmserve.api.native import status, tokenize
+from lmserve.api.native import logs, status, tokenize
+from lmserve.api.native import models as native_models
+from lmserve.api.native.logs import LogBroadcaster
 from lmserve.api.openai import chat, completions, embeddings, models, responses
 from lmserve.models import ModelManager
 
@@ -31,6 +34,7 @@ def create_app(
             on_ready()
         yield
         reaper.cancel()
+        logging.getLogger("lmserve").removeHandler(app.state.logs)
         manager.unload_all()
 
     app = FastAPI(title="lmserve", version=__version__, lifespan=lifespan,
@@ -38,8 +42,10 @@ def create_app(
     app.state.manager = manager
     app.state.base_url = base_url
     install_error_handlers(app)
+    app.state.logs = LogBroadcaster()
+    logging.getLogger("lmserve").addHandler(app.state.logs)
     for module in (chat, completions, embeddings, models, status, tokenize, messages,
-                   responses):
+                   responses, native_models, logs):
         app.include_router(module.router)
     if cors:
         app.add_middleware(OpenCORS)

@@ -15,6 +15,7 @@ from lmserve.engine import ContextOverflowError, QueueFullError
 from lmserve.engine.engine import EngineStoppedError
 from lmserve.models import ModelNotFoundError
 from lmserve.models.chat_template import ChatTemplateError
+from lmserve.models.manager import ModelBusyError
 
 log = logging.getLogger("lmserve.api")
 
@@ -56,6 +57,9 @@ def as_api_error(exc: Exception) -> APIError:
         return APIError(503, f"The server is overloaded: {exc} Retry shortly.",
                         type="server_error", code="server_overloaded",
                         headers={"Retry-After": "1"})
+    if isinstance(exc, ModelBusyError):
+        return APIError(503, str(exc), type="server_error", code="models_busy",
+                        headers={"Retry-After": "5"})
     if isinstance(exc, EngineStoppedError):
         return APIError(503, f"The model is unavailable: {exc}.", type="server_error",
                         code="model_unavailable", headers={"Retry-After": "1"})
@@ -123,6 +127,6 @@ def install_error_handlers(app: FastAPI) -> None:
     # Registered per class: a handler for bare Exception would run in Starlette's
     # outermost middleware, which re-raises after answering.
     for known in (APIError, ContextOverflowError, ModelNotFoundError, QueueFullError,
-                  EngineStoppedError, ChatTemplateError, ValueError):
+                  EngineStoppedError, ChatTemplateError, ModelBusyError, ValueError):
         app.add_exception_handler(known, _known)
     app.add_exception_handler(Exception, _known)

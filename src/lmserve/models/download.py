@@ -17,9 +17,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import httpx
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 PART_SUFFIX = ".part"
@@ -178,7 +182,7 @@ def _list_repo(source: Source, base: str) -> tuple[str | None, list[RemoteFile]]
     )
 
     try:
-        info = HfApi(endpoint=base).model_info(source.repo_id, revision=source.revision,
+        info = HfApi(endpoint=base, token=_hf_token()).model_info(source.repo_id, revision=source.revision,
                                                files_metadata=True, timeout=30)
     except OfflineModeIsEnabled as e:
         raise DownloadError(f"{e} lmserve get needs network access; use `lmserve import` for "
@@ -315,10 +319,14 @@ def download(plan: DownloadPlan, *, root: Path, progress: bool = True,
     _check_free_space(dest, pending)
     with _client() as client, _progress_bar(progress) as bar:
         for remote, path in pending:
-            url = f"{base}/{plan.repo_id}/resolve/{quote(plan.revision, safe='')}/" \
-                  f"{quote(remote.path)}"
+            url = file_url(base, plan.repo_id, plan.revision, remote.path)
             _fetch_with_retries(client, url, remote, path, bar, base, retries)
     return [path for _, path in targets]
+
+
+def file_url(base: str, repo_id: str, revision: str, path: str) -> str:
+    """The hub's download URL of one file at one revision."""
+    return f"{base}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
 
 
 def _already_there(remote: RemoteFile, path: Path) -> bool:
@@ -331,8 +339,8 @@ def _check_free_space(dest: Path, pending: list[tuple[RemoteFile, Path]]) -> Non
     needed = sum(f.size - _part_size(_part_path(p)) for f, p in pending)
     free = shutil.disk_usage(dest).free
     if needed > free:
-        raise DownloadError(f"Not enough disk space in {dest}: {_human(needed)} needed, "
-                            f"{_human(free)} free.")
+        raise DownloadError(f"Not enough disk space in {dest}: {human_size(needed)} needed, "
+                            f"{human_size(free)} free.")
 
 
 def _client() -> httpx.Client:
@@ -359,10 +367,11 @@ def _hf_token() -> str | None:
 
 def _fetch_with_retries(client: httpx.Client, url: str, remote: RemoteFile, path: Path,
                         bar: _Bar, base: str, retries: int) -> None:
+    task = bar.add(remote.name, remote.size)
     attempt = 0
     while True:
         try:
-            _fetch(client, url, remote, path, bar)
+            _fetch(client, url, remote, path, bar, task)
             return
         except httpx.ConnectError as e:
             # Nothing to resume against: report it rather than retry into the void.
@@ -370,7 +379,7 @@ def _fetch_with_retries(client: httpx.Client, url: str, remote: RemoteFile, path
         except (httpx.TransportError, _RetryableStatus) as e:
             if attempt >= retries:
                 raise DownloadError(f"Downloading {remote.name} was interrupted ({e}); "
-                                    f"{_human(_part_size(_part_path(path)))} kept in "
+                                    f"{human_size(_part_size(_part_path(path)))} kept in "
                                     f"{_part_path(path)}. Run the command again to resume.") from e
             time.sleep(RETRY_BACKOFF * 2**attempt)
             attempt += 1
@@ -380,21 +389,24 @@ class _RetryableStatus(Exception):
     pass
 
 
-def _fetch(client: httpx.Client, url: str, remote: RemoteFile, path: Path, bar: _Bar) -> None:
+def _fetch(client: httpx.Client, url: str, remote: RemoteFile, path: Path, bar: _Bar,
+           task: TaskID | None) -> None:
     part = _part_path(path)
     offset = _part_size(part)
     if offset > remote.size:
         part.unlink()  # longer than the file: not ours to continue
         offset = 0
-    task = bar.add(remote.name, remote.size, offset)
+    bar.reset(task, offset)
     if offset < remote.size:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         with client.stream("GET", url, headers=headers) as response:
             offset = _check_response(response, remote, offset, part)
+            bar.reset(task, offset)
             with open(part, "r+b" if offset else "wb") as out:
                 out.seek(offset)
                 out.truncate()
-                for chunk in response.iter_bytes(CHUNK_SIZE):
+                # Unsized chunks: each is written as it arrives, so a cut leaves every byte read.
+                for chunk in response.iter_bytes():
                     out.write(chunk)
                     bar.advance(task, len(chunk))
     _verify(part, remote)
@@ -465,17 +477,13 @@ def _part_size(part: Path) -> int:
         return 0
 
 
-def _human(n: float) -> str:
+def human_size(n: float) -> str:
+    """Bytes in decimal units, as the hub shows them: 1.2 GB."""
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1000:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
-
-
-def human_size(n: int) -> str:
-    """Bytes in decimal units, as the hub shows them: 1.2 GB."""
-    return _human(n)
 
 
 # --- progress ---------------------------------------------------------------------------------
@@ -484,15 +492,20 @@ def human_size(n: int) -> str:
 class _Bar:
     """A rich progress bar per file (bytes, speed, ETA), or nothing when progress is off."""
 
-    def __init__(self, progress: object | None) -> None:
+    def __init__(self, progress: Progress | None) -> None:
         self._progress = progress
 
-    def add(self, name: str, total: int, completed: int) -> int | None:
+    def add(self, name: str, total: int) -> TaskID | None:
         if self._progress is None:
             return None
-        return self._progress.add_task(name, total=total, completed=completed)
+        return self._progress.add_task(name, total=total)
 
-    def advance(self, task: int | None, n: int) -> None:
+    def reset(self, task: TaskID | None, completed: int) -> None:
+        # A resumed transfer starts where the .part file ends, and speed counts only new bytes.
+        if self._progress is not None and task is not None:
+            self._progress.reset(task, completed=completed)
+
+    def advance(self, task: TaskID | None, n: int) -> None:
         if self._progress is not None and task is not None:
             self._progress.advance(task, n)
 

@@ -100,21 +100,21 @@ class ModelManager:
 
     # -- loading --------------------------------------------------------------------------
 
-    def _locate(self, name: str) -> tuple[str, Path]:
-        """The library key (or file id) and path a load request names."""
+    def _locate(self, name: str) -> tuple[str, Path, Any]:
+        """The library key (or file id), path and library entry a load request names."""
         entry = self.library.find(name) if self.library else None
         if entry is not None:
-            return entry.key, Path(entry.path)
+            return entry.key, Path(entry.path), entry
         path = Path(name).expanduser()
         if path.suffix == ".gguf" and path.is_file():
-            return model_id_for(path), path.resolve()
+            return model_id_for(path), path.resolve(), None
         known = [e.key for e in self.library.entries()] if self.library else []
         raise ModelNotFoundError(name, known)
 
     def load_now(self, name: str, *, identifier: str | None = None,
                  **options: Any) -> tuple[Model, bool]:
         """Loads in the calling thread; returns (instance, whether it is new)."""
-        key, path = self._locate(name)
+        key, path, entry = self._locate(name)
         if identifier is None:
             existing = self._instances_of(key)
             if existing:
@@ -129,7 +129,7 @@ class ModelManager:
         if "ttl" in options and options["ttl"] is not None and options["ttl"] <= 0:
             config = replace(config, ttl=None)
         self._make_room()
-        model = Model(identifier, path, config, key=key)
+        model = Model(identifier, path, config, key=key, entry=entry)
         with self._lock:
             self._models[identifier] = model
         log.info("loaded %s as %s in %.1f s (context %d per slot, %d slots, ttl %s)",

@@ -67,9 +67,10 @@ class Model:
     """One loaded instance of a model file, known by its identifier."""
 
     def __init__(self, model_id: str, path: Path, config: LoadConfig, *,
-                 key: str | None = None) -> None:
+                 key: str | None = None, entry: Any = None) -> None:
         self.id = model_id
         self.key = key or model_id  # the library key it was loaded from
+        self.entry = entry  # its library entry (metadata), if it came from the library
         self.path = path
         self.config = config
         self.created = int(time.time())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -19,9 +19,11 @@ from lmserve.api.chat_session import (
 from lmserve.api.deps import get_manager
 from lmserve.api.disconnect import ClientDisconnectedError, unless_disconnected
 from lmserve.api.errors import as_api_error, error_body
+from lmserve.api.native.models import model_info
 from lmserve.api.openai.protocol import ChatCompletionRequest, new_id, now, usage
 from lmserve.api.sse import DONE, sse_data, sse_response
-from lmserve.models import ModelManager
+from lmserve.engine import Done
+from lmserve.models import Model, ModelManager
 from lmserve.parsers import ContentDelta, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
 
 router = APIRouter()
@@ -33,21 +35,55 @@ async def create_chat_completion(
     request: Request,
     manager: ModelManager = Depends(get_manager),
 ) -> Response:
+    return await _create(body, request, manager, native=False)
+
+
+@router.post("/api/v1/chat/completions")
+async def create_native_chat_completion(
+    body: ChatCompletionRequest,
+    request: Request,
+    manager: ModelManager = Depends(get_manager),
+) -> Response:
+    """The same chat, plus lmserve's `stats` and `model_info`."""
+    return await _create(body, request, manager, native=True)
+
+
+async def _create(body: ChatCompletionRequest, request: Request, manager: ModelManager,
+                  *, native: bool) -> Response:
     model = await manager.resolve(body.model, ttl=body.ttl)
     run = start_chat(model, body.chat_spec())
     head = {"id": new_id("chatcmpl"), "created": now(), "model": model.id}
+    extras = (lambda done: native_extras(model, done)) if native else None
     if body.stream:
-        return sse_response(_chunks(run, head, body.include_usage))
+        return sse_response(_chunks(run, head, body.include_usage, extras))
     try:
         choices = await unless_disconnected(request, run.collect())
     except ClientDisconnectedError:
         return Response(status_code=499)
-    return JSONResponse({
+    out = {
         **head,
         "object": "chat.completion",
         "choices": [_choice(c, body.logprobs) for c in choices],
         "usage": choices_usage(choices),
-    })
+    }
+    if extras:
+        out.update(extras(choices[0].done))
+    return JSONResponse(out)
+
+
+def native_extras(model: Model, done: Done) -> dict[str, Any]:
+    """lmserve's per-response performance stats and model facts."""
+    t = done.timings
+    return {
+        "stats": {
+            "tokens_per_second": round(done.tokens_per_s, 2),
+            "time_to_first_token": round(t.ttft_s, 4),
+            "generation_time": round(t.generation_s, 4),
+            "prompt_tokens_per_second": round(t.prompt_tokens_per_s, 2),
+            "stop_reason": done.finish_reason,
+        },
+        "model_info": model_info(model),
+    }
 
 
 def choices_usage(choices: list[ChatChoice]) -> dict[str, Any]:
@@ -76,7 +112,8 @@ def _choice(choice: ChatChoice, with_logprobs: bool) -> dict[str, Any]:
     }
 
 
-async def _chunks(run: ChatRun, head: dict[str, Any], include_usage: bool
+async def _chunks(run: ChatRun, head: dict[str, Any], include_usage: bool,
+                  extras: Callable[[Done], dict[str, Any]] | None = None
                   ) -> AsyncIterator[bytes]:
     def chunk(index: int, delta: dict[str, Any], finish: str | None = None,
               logprobs: list | None = None) -> bytes:
@@ -99,6 +136,7 @@ async def _chunks(run: ChatRun, head: dict[str, Any], include_usage: bool
         yield chunk(i, {"role": "assistant", "content": ""})
     pending_logprobs: list[list] = [[] for _ in range(n)]
     prompt = completion = cached = 0
+    last_done: Done | None = None
     try:
         async for i, event in run.events():
             if isinstance(event, LogprobsDelta):
@@ -121,9 +159,13 @@ async def _chunks(run: ChatRun, head: dict[str, Any], include_usage: bool
                 yield chunk(i, {}, event.reason, logprobs=logprobs)
                 prompt, cached = event.done.prompt_tokens, event.done.cached_tokens
                 completion += event.done.completion_tokens
-        if include_usage:
-            yield sse_data({**head, "object": "chat.completion.chunk", "choices": [],
-                            "usage": usage(prompt, completion, cached)})
+                last_done = event.done
+        if include_usage or extras:
+            final: dict[str, Any] = {**head, "object": "chat.completion.chunk", "choices": [],
+                                     "usage": usage(prompt, completion, cached)}
+            if extras and last_done is not None:
+                final.update(extras(last_done))
+            yield sse_data(final)
     except Exception as exc:  # headers are gone: report in-band, as OpenAI does
         err = as_api_error(exc)
         yield sse_data(error_body(err.message, err.type, err.param, err.code))

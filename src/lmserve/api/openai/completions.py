@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from lmserve.api.deps import get_manager
 from lmserve.api.disconnect import ClientDisconnectedError, unless_disconnected
 from lmserve.api.errors import APIError, as_api_error, error_body
+from lmserve.api.openai.chat import native_extras
 from lmserve.api.openai.generation import collect_all, finish_reason, merge
 from lmserve.api.openai.protocol import CompletionRequest, new_id, now, usage
 from lmserve.api.sse import DONE, sse_data, sse_response
@@ -43,6 +44,21 @@ async def create_completion(
     request: Request,
     manager: ModelManager = Depends(get_manager),
 ) -> Response:
+    return await _create(body, request, manager, native=False)
+
+
+@router.post("/api/v1/completions")
+async def create_native_completion(
+    body: CompletionRequest,
+    request: Request,
+    manager: ModelManager = Depends(get_manager),
+) -> Response:
+    """The same completion, plus lmserve's `stats` and `model_info`."""
+    return await _create(body, request, manager, native=True)
+
+
+async def _create(body: CompletionRequest, request: Request, manager: ModelManager,
+                  *, native: bool) -> Response:
     model = await manager.resolve(body.model, ttl=body.ttl)
     prompts = _prompts(body, model)
     streams: list[GenerationStream] = []
@@ -56,9 +72,10 @@ async def create_completion(
             s.cancel()
         raise
     head = {"id": new_id("cmpl"), "created": now(), "model": model.id}
+    extras = (lambda done: native_extras(model, done)) if native else None
     echoed = [model.llama.detokenize(p) if body.echo else "" for p in prompts]
     if body.stream:
-        return sse_response(_chunks(streams, head, echoed, body.include_usage))
+        return sse_response(_chunks(streams, head, echoed, body.include_usage, extras))
     try:
         results = await unless_disconnected(request, collect_all(streams))
     except ClientDisconnectedError:
@@ -69,12 +86,10 @@ async def create_completion(
         for i, (text, done) in enumerate(results)
     ]
     dones = [done for _, done in results]
-    return JSONResponse({
-        **head,
-        "object": "text_completion",
-        "choices": choices,
-        "usage": _usage(dones),
-    })
+    out = {**head, "object": "text_completion", "choices": choices, "usage": _usage(dones)}
+    if extras:
+        out.update(extras(dones[0]))
+    return JSONResponse(out)
 
 
 def _usage(dones: list[Done]) -> dict[str, Any]:
@@ -84,7 +99,7 @@ def _usage(dones: list[Done]) -> dict[str, Any]:
 
 async def _chunks(
     streams: list[GenerationStream], head: dict[str, Any], echoed: list[str],
-    include_usage: bool,
+    include_usage: bool, extras: Callable[[Done], dict[str, Any]] | None = None,
 ) -> AsyncIterator[bytes]:
     def chunk(i: int, text: str, finish: str | None = None) -> bytes:
         payload: dict[str, Any] = {
@@ -107,9 +122,11 @@ async def _chunks(
             elif isinstance(event, Done):
                 dones.append(event)
                 yield chunk(i, "", finish_reason(event))
-        if include_usage:
-            yield sse_data({**head, "object": "text_completion", "choices": [],
-                            "usage": _usage(dones)})
+        if include_usage or extras:
+            final = {**head, "object": "text_completion", "choices": [], "usage": _usage(dones)}
+            if extras and dones:
+                final.update(extras(dones[0]))
+            yield sse_data(final)
     except Exception as exc:
         err = as_api_error(exc)
         yield sse_data(error_body(err.message, err.type, err.param, err.code))

@@ -1,0 +1,108 @@
+"""lmserve's model management API: the library, loading and unloading.
+
+GET  /api/v1/models          every model in the library, with its loaded instances
+POST /api/v1/models/load     load (idempotent unless a new identifier is given)
+POST /api/v1/models/unload   unload an instance, or every instance of a model
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from lmserve.api.deps import get_manager
+from lmserve.models import Model, ModelManager
+
+router = APIRouter()
+
+
+def instance_object(model: Model) -> dict[str, Any]:
+    status = model.engine.status()
+    return {
+        "id": model.id,
+        "model": model.key,
+        "path": str(model.path),
+        "status": "generating" if status.busy else "idle",
+        "busy_slots": status.busy,
+        "queued": status.queued,
+        "loaded_at": model.created,
+        "load_time_seconds": round(model.load_time_s, 3),
+        "idle_seconds": round(time.monotonic() - model.last_used, 1),
+        "config": model.config.to_dict(),
+    }
+
+
+def model_info(model: Model) -> dict[str, Any]:
+    """What a native chat response says about the model that answered."""
+    entry = model.entry
+    return {
+        "arch": model.llama.architecture,
+        "quant": entry.quantization if entry else None,
+        "format": "gguf",
+        "context_length": model.context_length,
+    }
+
+
+@router.get("/api/v1/models")
+async def list_models(manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
+    loaded = manager.loaded()
+    out = []
+    seen = set()
+    for entry in manager.library.entries() if manager.library else []:
+        seen.add(entry.key)
+        item = entry.to_dict()
+        item["loaded_instances"] = [instance_object(m) for m in loaded if m.key == entry.key]
+        out.append(item)
+    for model in loaded:  # loaded from a path outside the library
+        if model.key not in seen:
+            out.append({"key": model.key, "path": str(model.path), "type": "llm",
+                        "architecture": model.llama.architecture,
+                        "loaded_instances": [instance_object(model)]})
+    return {"object": "list", "data": out}
+
+
+class LoadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1)
+    context_length: int | None = Field(default=None, ge=64)
+    parallel: int | None = Field(default=None, ge=1, le=64)
+    ttl: float | None = Field(default=None, description="idle seconds; 0 or less: never")
+    identifier: str | None = Field(default=None, min_length=1)
+    echo_load_config: bool = False
+
+
+@router.post("/api/v1/models/load")
+async def load_model(body: LoadRequest,
+                     manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
+    model, new = await manager.load(body.model, identifier=body.identifier,
+                                    context_length=body.context_length,
+                                    parallel=body.parallel, ttl=body.ttl)
+    out: dict[str, Any] = {
+        "instance_id": model.id,
+        "model": model.key,
+        "status": "loaded" if new else "already_loaded",
+        "load_time_seconds": round(model.load_time_s, 3) if new else 0.0,
+    }
+    if body.echo_load_config:
+        out["load_config"] = model.config.to_dict()
+    return out
+
+
+class UnloadRequest(BaseModel):
+    instance_id: str | None = None
+    model: str | None = None
+    all: bool = False
+
+
+@router.post("/api/v1/models/unload")
+async def unload_model(body: UnloadRequest,
+                       manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
+    if body.all:
+        return {"unloaded": await manager.unload_everything()}
+    name = body.instance_id or body.model
+    if not name:
+        raise ValueError("Give 'instance_id' (or 'model', or 'all': true).")
+    return {"unloaded": await manager.unload(name)}
