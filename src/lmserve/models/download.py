@@ -181,9 +181,10 @@ def _list_repo(source: Source, base: str) -> tuple[str | None, list[RemoteFile]]
         RevisionNotFoundError,
     )
 
+    api = HfApi(endpoint=base, token=_hf_token())
     try:
-        info = HfApi(endpoint=base, token=_hf_token()).model_info(source.repo_id, revision=source.revision,
-                                               files_metadata=True, timeout=30)
+        info = api.model_info(source.repo_id, revision=source.revision, files_metadata=True,
+                              timeout=30)
     except OfflineModeIsEnabled as e:
         raise DownloadError(f"{e} lmserve get needs network access; use `lmserve import` for "
                             "local files.") from e
@@ -327,6 +328,12 @@ def download(plan: DownloadPlan, *, root: Path, progress: bool = True,
 def file_url(base: str, repo_id: str, revision: str, path: str) -> str:
     """The hub's download URL of one file at one revision."""
     return f"{base}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
+
+
+def is_downloaded(plan: DownloadPlan, root: Path) -> bool:
+    """Whether every file of the plan is already in the library."""
+    dest = plan.destination(root)
+    return all(_already_there(f, dest / f.name) for f in plan.files)
 
 
 def _already_there(remote: RemoteFile, path: Path) -> bool:

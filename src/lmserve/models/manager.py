@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from lmserve.models.memory import estimate_file_memory
 from lmserve.models.model import LoadConfig, Model
 
 log = logging.getLogger("lmserve.models")
@@ -55,14 +56,8 @@ def model_id_for(path: Path) -> str:
 
 def estimate_memory(model: Model) -> int:
     """Weights plus KV cache of a loaded instance, in bytes."""
-    import llama_cpp as L
-
-    n_layer = L.llama_model_n_layer(model.llama.ptr)
-    n_head = max(L.llama_model_n_head(model.llama.ptr), 1)
-    n_head_kv = L.llama_model_n_head_kv(model.llama.ptr)
-    kv_dim = model.llama.n_embd // n_head * n_head_kv
-    n_ctx = model.config.context_length * model.config.parallel
-    return model.llama.size_bytes + n_ctx * n_layer * kv_dim * 2 * 2  # K and V in f16
+    return estimate_file_memory(model.path, model.config.context_length,
+                                model.config.parallel)["total"]
 
 
 class ModelManager:
@@ -72,12 +67,14 @@ class ModelManager:
         *,
         defaults: LoadConfig | None = None,
         jit: bool = True,
+        jit_ttl: float | None = None,
         max_loaded: int = 0,
         memory_budget: int = 0,
     ) -> None:
         self.library = library
         self.defaults = defaults or LoadConfig()
         self.jit = jit
+        self.jit_ttl = jit_ttl  # idle TTL of models loaded by a request
         self.max_loaded = max_loaded
         self.memory_budget = memory_budget
         self._models: dict[str, Model] = {}
@@ -107,7 +104,11 @@ class ModelManager:
             return entry.key, Path(entry.path), entry
         path = Path(name).expanduser()
         if path.suffix == ".gguf" and path.is_file():
-            return model_id_for(path), path.resolve(), None
+            path = path.resolve()
+            for entry in self.library.entries() if self.library else []:
+                if Path(entry.path).resolve() == path:  # a library file named by its path
+                    return entry.key, path, entry
+            return model_id_for(path), path, None
         known = [e.key for e in self.library.entries()] if self.library else []
         raise ModelNotFoundError(name, known)
 
@@ -179,7 +180,8 @@ class ModelManager:
                 if loaded:
                     model = loaded[0]
                 elif self.jit:
-                    model, _ = await self.load(entry.key, ttl=ttl)
+                    model, _ = await self.load(entry.key,
+                                               ttl=ttl if ttl is not None else self.jit_ttl)
                 else:
                     raise ModelNotFoundError(name, [m.id for m in self.loaded()], jit=False)
             else:

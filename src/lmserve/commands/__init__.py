@@ -1,0 +1,1 @@
+"""Commands of the `lmserve` command line that live in their own modules."""

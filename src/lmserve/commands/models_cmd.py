@@ -1,0 +1,152 @@
+"""lmserve ls / ps / load / unload: the library and the loaded models of a server."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from lmserve.client import ServerClient
+
+Host = Annotated[str | None, typer.Option(help="Server address [default: configured]")]
+Port = Annotated[int | None, typer.Option(help="Server port [default: configured]")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _size(n: int | None) -> str:
+    if not n:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _params(n: int | None) -> str:
+    if not n:
+        return "-"
+    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+def ls(
+    llm: Annotated[bool, typer.Option("--llm", help="Only language models.")] = False,
+    embedding: Annotated[bool, typer.Option("--embedding", help="Only embedding models.")]
+    = False,
+    as_json: AsJson = False, host: Host = None, port: Port = None,
+) -> None:
+    """List the models in the library."""
+    models = _library(host, port)
+    if llm or embedding:
+        wanted = {"llm"} if llm else set()
+        wanted |= {"embedding"} if embedding else set()
+        models = [m for m in models if m.get("type") in wanted]
+    if as_json:
+        typer.echo(json.dumps(models, indent=2))
+        return
+    if not models:
+        typer.echo("No models. Download one with `lmserve get <publisher/repo>`.")
+        return
+    rows = [("KEY", "TYPE", "ARCH", "PARAMS", "QUANT", "SIZE", "CONTEXT", "LOADED")]
+    for m in models:
+        rows.append((m["key"], m.get("type", "-"), m.get("architecture") or "-",
+                     _params(m.get("params")), m.get("quantization") or "-",
+                     _size(m.get("size_bytes")), str(m.get("max_context_length") or "-"),
+                     ", ".join(i["id"] for i in m.get("loaded_instances", [])) or "-"))
+    _table(rows)
+
+
+def _library(host: str | None, port: int | None) -> list[dict[str, Any]]:
+    """From the running server when there is one, else straight from the disk."""
+    from lmserve.client import ServerUnreachableError
+
+    try:
+        return ServerClient(host, port, timeout=30).get("/api/v1/models")["data"]
+    except ServerUnreachableError:
+        from lmserve import config
+        from lmserve.models.library import ModelLibrary
+
+        library = ModelLibrary(config.load_config().models.dir)
+        return [{**e.to_dict(), "loaded_instances": []} for e in library.entries()]
+
+
+def ps(as_json: AsJson = False, host: Host = None, port: Port = None) -> None:
+    """List the loaded models: status, slots and queue."""
+    models = ServerClient(host, port, timeout=30).get("/api/v1/models")["data"]
+    instances = [i for m in models for i in m.get("loaded_instances", [])]
+    if as_json:
+        typer.echo(json.dumps(instances, indent=2))
+        return
+    if not instances:
+        typer.echo("No models are loaded.")
+        return
+    rows = [("IDENTIFIER", "MODEL", "STATUS", "SLOTS", "QUEUED", "CONTEXT", "TTL")]
+    for i in instances:
+        cfg = i["config"]
+        ttl = f"{cfg['ttl']:.0f}s" if cfg.get("ttl") else "-"
+        rows.append((i["id"], i["model"], i["status"], f"{i['busy_slots']}/{cfg['parallel']}",
+                     str(i["queued"]), str(cfg["context_length"]), ttl))
+    _table(rows)
+
+
+def load(
+    model: Annotated[str, typer.Argument(help="Model key (see `lmserve ls`) or GGUF path.")],
+    context_length: Annotated[int | None, typer.Option(help="Context per slot.")] = None,
+    parallel: Annotated[int | None, typer.Option(help="Requests generated at once.")] = None,
+    ttl: Annotated[float | None, typer.Option(help="Idle seconds before unloading.")] = None,
+    identifier: Annotated[str | None, typer.Option(help="Name to load it under.")] = None,
+    estimate_only: Annotated[bool, typer.Option("--estimate-only",
+                                                help="Print the memory it would need.")]
+    = False,
+    host: Host = None, port: Port = None,
+) -> None:
+    """Load a model into the running server."""
+    if estimate_only:
+        _estimate(model, context_length, parallel)
+        return
+    body = {"model": model, "context_length": context_length, "parallel": parallel,
+            "ttl": ttl, "identifier": identifier, "echo_load_config": True}
+    out = ServerClient(host, port).post("/api/v1/models/load",
+                                        {k: v for k, v in body.items() if v is not None})
+    if out["status"] == "already_loaded":
+        typer.echo(f"{out['instance_id']} is already loaded.")
+    else:
+        cfg = out["load_config"]
+        typer.echo(f"Loaded {out['model']} as {out['instance_id']} in "
+                   f"{out['load_time_seconds']:.1f} s (context {cfg['context_length']}, "
+                   f"{cfg['parallel']} slots).")
+
+
+def _estimate(model: str, context_length: int | None, parallel: int | None) -> None:
+    from lmserve import config
+    from lmserve.models.library import ModelLibrary
+    from lmserve.models.memory import estimate_file_memory
+
+    cfg = config.load_config()
+    entry = ModelLibrary(cfg.models.dir).find(model)
+    if entry is None:
+        raise typer.BadParameter(f"No model '{model}' in the library.")
+    need = estimate_file_memory(entry.path, context_length or cfg.server.context_length,
+                                parallel or cfg.server.parallel)
+    typer.echo(f"{entry.key}: about {_size(need['total'])} "
+               f"(weights {_size(need['weights'])}, KV cache {_size(need['kv_cache'])}).")
+
+
+def unload(
+    model: Annotated[str | None, typer.Argument(help="Identifier or model key.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Unload every model.")] = False,
+    host: Host = None, port: Port = None,
+) -> None:
+    """Unload a model (its in-flight requests finish first)."""
+    if not model and not all_:
+        raise typer.BadParameter("Name a model, or pass --all.")
+    body = {"all": True} if all_ else {"instance_id": model}
+    out = ServerClient(host, port).post("/api/v1/models/unload", body)
+    typer.echo(f"Unloaded {', '.join(out['unloaded']) or 'nothing'}.")
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

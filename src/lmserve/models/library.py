@@ -1,0 +1,595 @@
+"""The on-disk model library, laid out as LM Studio does: `<models>/<publisher>/<repo>/<file>.gguf`.
+
+Each GGUF file is described from its header alone, without loading it into llama.cpp. The
+header is parsed here rather than with gguf.GGUFReader because the reader decodes every
+array element (a 262k-token vocabulary takes seconds); arrays are skipped instead, and only
+scalar and string values plus the tensor shapes are read.
+
+Keys are `publisher/repo`, lowercased. When a repo folder holds several models, each is
+`publisher/repo@variant` (the quantization in its file name, e.g. `@q4_k_m`) and the plain
+key means the preferred one: Q4_K_M, then another Q4, then the smallest file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import mmap
+import os
+import re
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import gguf
+
+from lmserve.config import home_dir
+from lmserve.models.bundled import bundled_model_path
+from lmserve.models.manager import model_id_for
+
+log = logging.getLogger("lmserve.models.library")
+
+ModelType = Literal["llm", "embedding"]
+
+MODELS_DIR_ENV = "LMSERVE_MODELS_DIR"
+
+# Architectures that llama.cpp runs as encoders: they embed and cannot chat.
+EMBEDDING_ARCHITECTURES = frozenset({
+    "bert", "modern-bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2",
+    "jina-bert-v3", "eurobert", "t5encoder", "gemma-embedding", "llama-embed",
+})
+
+# The quantization tag at the end of a file stem: 'SmolLM2-135M-Instruct.Q4_1', 'x-Q4_K_M'.
+_QUANT_SUFFIX = re.compile(r"[.-](i?q\d\w*|tq\d\w*|mxfp4\w*|bf16|f16|f32)$", re.IGNORECASE)
+# 'model-00001-of-00003.gguf': one model split into numbered parts.
+_SPLIT_NAME = re.compile(r"^(?P<base>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$",
+                         re.IGNORECASE)
+_TOOL_WORDS = re.compile(r"\btools\b|tool_call", re.IGNORECASE)
+_GUESSED_FLAG = int(gguf.LlamaFileType.GUESSED)
+_PREFERRED_VARIANT = "q4_k_m"
+
+
+def models_dir(override: Path | None = None) -> Path:
+    """Where the library lives: `override`, else $LMSERVE_MODELS_DIR, else <home>/models."""
+    if override is not None:
+        return Path(override).expanduser()
+    env = os.environ.get(MODELS_DIR_ENV)
+    return Path(env).expanduser() if env else home_dir() / "models"
+
+
+def split_quant_suffix(stem: str) -> tuple[str, str | None]:
+    """('SmolLM2-135M-Instruct', 'Q4_1') from 'SmolLM2-135M-Instruct.Q4_1'."""
+    match = _QUANT_SUFFIX.search(stem)
+    if match is None or match.start() == 0:
+        return stem, None
+    return stem[: match.start()], match.group(1)
+
+
+def split_part(name: str) -> tuple[str, int, int] | None:
+    """(base name, part number, part count) for a multi-part file name, else None."""
+    match = _SPLIT_NAME.match(name)
+    if match is None:
+        return None
+    return match["base"], int(match["part"]), int(match["count"])
+
+
+def split_part_names(base: str, count: int) -> list[str]:
+    return [f"{base}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+
+
+# --------------------------------------------------------------------------- GGUF header
+
+
+@dataclass(frozen=True)
+class GgufInfo:
+    """What a GGUF header says. Array values (vocabularies, merges) are not kept."""
+
+    metadata: dict[str, Any]
+    tensor_count: int
+    params: int  # elements over all tensors
+    matrix_elements: dict[str, int]  # ggml type name -> elements in tensors of 2+ dims
+
+
+_SCALAR_FORMATS = {
+    gguf.GGUFValueType.UINT8: "B",
+    gguf.GGUFValueType.INT8: "b",
+    gguf.GGUFValueType.UINT16: "H",
+    gguf.GGUFValueType.INT16: "h",
+    gguf.GGUFValueType.UINT32: "I",
+    gguf.GGUFValueType.INT32: "i",
+    gguf.GGUFValueType.FLOAT32: "f",
+    gguf.GGUFValueType.UINT64: "Q",
+    gguf.GGUFValueType.INT64: "q",
+    gguf.GGUFValueType.FLOAT64: "d",
+    gguf.GGUFValueType.BOOL: "?",
+}
+_MAX_DIMS = 8
+
+
+class _Cursor:
+    def __init__(self, buf: mmap.mmap, order: str) -> None:
+        self.buf = buf
+        self.pos = 0
+        self.order = order
+        self._u32 = struct.Struct(order + "I")
+        self._u64 = struct.Struct(order + "Q")
+        self._scalars = {t: struct.Struct(order + f) for t, f in _SCALAR_FORMATS.items()}
+
+    def u32(self) -> int:
+        (value,) = self._u32.unpack_from(self.buf, self.pos)
+        self.pos += 4
+        return value
+
+    def u64(self) -> int:
+        (value,) = self._u64.unpack_from(self.buf, self.pos)
+        self.pos += 8
+        return value
+
+    def string(self) -> str:
+        size = self.u64()
+        end = self.pos + size
+        if end > len(self.buf):
+            raise ValueError("string runs past the end of the file")
+        text = self.buf[self.pos:end].decode("utf-8", errors="replace")
+        self.pos = end
+        return text
+
+    def value(self, raw_type: int) -> Any:
+        """A scalar or string value; arrays are skipped and give None."""
+        value_type = gguf.GGUFValueType(raw_type)
+        if value_type == gguf.GGUFValueType.STRING:
+            return self.string()
+        if value_type == gguf.GGUFValueType.ARRAY:
+            self.skip_array()
+            return None
+        scalar = self._scalars[value_type]
+        (value,) = scalar.unpack_from(self.buf, self.pos)
+        self.pos += scalar.size
+        return value
+
+    def skip_array(self) -> None:
+        item_type = gguf.GGUFValueType(self.u32())
+        count = self.u64()
+        if item_type in self._scalars:
+            self.pos += count * self._scalars[item_type].size
+        elif item_type == gguf.GGUFValueType.STRING:
+            self._skip_strings(count)
+        elif item_type == gguf.GGUFValueType.ARRAY:
+            for _ in range(count):
+                self.skip_array()
+        else:
+            raise ValueError(f"unknown array item type {item_type}")
+
+    def _skip_strings(self, count: int) -> None:
+        # The hot loop of a scan: a vocabulary is hundreds of thousands of strings.
+        buf, pos, unpack = self.buf, self.pos, self._u64.unpack_from
+        for _ in range(count):
+            (size,) = unpack(buf, pos)
+            pos += 8 + size
+        self.pos = pos
+
+    def dims(self, count: int) -> tuple[int, ...]:
+        if count > _MAX_DIMS:
+            raise ValueError(f"tensor with {count} dimensions")
+        values = struct.unpack_from(f"{self.order}{count}Q", self.buf, self.pos)
+        self.pos += 8 * count
+        return values
+
+
+def read_gguf_info(path: Path) -> GgufInfo:
+    """Parse a GGUF header (metadata and tensor shapes) from a memory map of the file."""
+    with open(path, "rb") as file:
+        if os.fstat(file.fileno()).st_size < 24:
+            raise ValueError(f"{path} is too small to be a GGUF file")
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            try:
+                return _parse_header(buf)
+            except (struct.error, IndexError) as exc:
+                raise ValueError(f"{path}: truncated GGUF header") from exc
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
+
+
+def _parse_header(buf: mmap.mmap) -> GgufInfo:
+    (magic,) = struct.unpack_from("<I", buf, 0)
+    if magic != gguf.GGUF_MAGIC:
+        raise ValueError("not a GGUF file")
+    (version,) = struct.unpack_from("<I", buf, 4)
+    # A file written on a big-endian machine reads as a version with zero low bits.
+    order = ">" if version & 0xFFFF == 0 else "<"
+    cursor = _Cursor(buf, order)
+    cursor.pos = 4
+    version = cursor.u32()
+    if version not in (2, 3):
+        raise ValueError(f"GGUF version {version} is not supported")
+    tensor_count, kv_count = cursor.u64(), cursor.u64()
+
+    metadata: dict[str, Any] = {}
+    for _ in range(kv_count):
+        key = cursor.string()
+        value = cursor.value(cursor.u32())
+        if value is not None:
+            metadata[key] = value
+
+    params = 0
+    matrix_elements: dict[str, int] = {}
+    for _ in range(tensor_count):
+        cursor.pos += 8 + cursor.u64()  # the tensor's name
+        shape = cursor.dims(cursor.u32())
+        type_name = _ggml_type_name(cursor.u32())
+        cursor.pos += 8  # data offset
+        elements = math.prod(shape)
+        params += elements
+        if len(shape) >= 2:
+            matrix_elements[type_name] = matrix_elements.get(type_name, 0) + elements
+    return GgufInfo(metadata, tensor_count, params, matrix_elements)
+
+
+def _ggml_type_name(raw: int) -> str:
+    try:
+        return gguf.GGMLQuantizationType(raw).name
+    except ValueError:
+        return f"TYPE_{raw}"
+
+
+def quantization_of(info: GgufInfo) -> str | None:
+    """'Q4_K_M', 'F16'... from general.file_type, else the type holding most weights."""
+    file_type = info.metadata.get(gguf.Keys.General.FILE_TYPE)
+    if isinstance(file_type, int):
+        if file_type != _GUESSED_FLAG:
+            file_type &= ~_GUESSED_FLAG
+        try:
+            name = gguf.LlamaFileType(file_type).name
+            return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:
+            pass
+    if info.matrix_elements:
+        return max(info.matrix_elements.items(), key=lambda item: item[1])[0]
+    return None
+
+
+# --------------------------------------------------------------------------- entries
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    key: str
+    path: Path  # the file to load (the first part of a multi-part model)
+    publisher: str
+    repo: str
+    file_name: str
+    display_name: str
+    type: ModelType
+    architecture: str | None
+    params: int | None
+    quantization: str | None  # what the weights are stored in
+    size_bytes: int  # all parts together
+    max_context_length: int | None
+    capabilities: tuple[str, ...]
+    variant: str  # what follows '@' in a key: the quantization the file name gives
+
+    @property
+    def group(self) -> str:
+        """The key every variant of this repo shares."""
+        return f"{self.publisher}/{self.repo}".lower()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        data["capabilities"] = list(self.capabilities)
+        return data
+
+
+@dataclass(frozen=True)
+class ExternalModel:
+    """A GGUF file outside the library folder that is listed as if it were in it."""
+
+    publisher: str
+    repo: str
+    locate: Callable[[], Path]  # raises FileNotFoundError when the file is unavailable
+
+
+def bundled_model() -> ExternalModel:
+    """The SmolLM2 file shipped with lmserve's dependencies."""
+    return ExternalModel("HuggingFaceTB", "SmolLM2-135M-Instruct", bundled_model_path)
+
+
+@dataclass(frozen=True)
+class _ModelFile:
+    """A model found on disk, before its key is known."""
+
+    publisher: str
+    repo: str
+    parts: tuple[Path, ...]
+    stats: tuple[tuple[int, int, int], ...]  # (size, mtime_ns, inode) per part
+
+    @property
+    def path(self) -> Path:
+        return self.parts[0]
+
+
+@dataclass
+class _Snapshot:
+    signature: tuple[Any, ...] = ()
+    entries: list[ModelEntry] = field(default_factory=list)
+    groups: dict[str, list[ModelEntry]] = field(default_factory=dict)  # in preference order
+
+
+class ModelLibrary:
+    def __init__(self, root: Path, *, extra: Sequence[ExternalModel] | None = None) -> None:
+        self.root = Path(root).expanduser()
+        self.extra = tuple(extra) if extra is not None else (bundled_model(),)
+        self._lock = threading.Lock()
+        self._snapshot: _Snapshot | None = None
+        self._infos: dict[Path, tuple[tuple[Any, ...], GgufInfo | None]] = {}
+
+    def entries(self) -> list[ModelEntry]:
+        return list(self._current().entries)
+
+    def find(self, name: str) -> ModelEntry | None:
+        """The entry `name` means, case-insensitively: a key, a key with '@variant', a repo
+        name that only one publisher has, or the id model_id_for gives for a file. A name
+        that fits models in several repos finds nothing."""
+        want = name.strip().lower()
+        if not want:
+            return None
+        snapshot = self._current()
+        for entry in snapshot.entries:
+            if entry.key == want:
+                return entry
+        base, at, variant = want.partition("@")
+        group = self._group_named(snapshot, base)
+        if group is not None:
+            return _pick_variant(group, variant if at else None)
+        hits = [e for e in snapshot.entries if _file_model_id(e.file_name) == want]
+        if hits and len({e.group for e in hits}) == 1:
+            return hits[0]  # entries keep each group's preference order
+        return None
+
+    # -- scanning --------------------------------------------------------------------------
+
+    def _current(self) -> _Snapshot:
+        with self._lock:
+            disk = _scan_disk(self.root)
+            external = self._locate_external()
+            signature = (tuple(disk), tuple(external))
+            if self._snapshot is None or self._snapshot.signature != signature:
+                self._snapshot = self._build(signature, disk, external)
+            return self._snapshot
+
+    def _locate_external(self) -> list[_ModelFile]:
+        found = []
+        for source in self.extra:
+            try:
+                path = source.locate()
+                stat = path.stat()
+            except OSError as exc:
+                log.debug("%s/%s is unavailable: %s", source.publisher, source.repo, exc)
+                continue
+            found.append(_ModelFile(source.publisher, source.repo, (path,),
+                                    ((stat.st_size, stat.st_mtime_ns, stat.st_ino),)))
+        return found
+
+    def _build(self, signature: tuple[Any, ...], disk: list[_ModelFile],
+               external: list[_ModelFile]) -> _Snapshot:
+        by_group: dict[str, list[tuple[_ModelFile, GgufInfo]]] = {}
+        for model in disk:
+            info = self._info(model)
+            if info is not None and _is_model(info):
+                by_group.setdefault(_group_key(model), []).append((model, info))
+        # A repo on disk replaces an external file with the same key.
+        on_disk = set(by_group)
+        for model in external:
+            info = self._info(model)
+            if info is not None and _group_key(model) not in on_disk:
+                by_group.setdefault(_group_key(model), []).append((model, info))
+
+        seen = {part for model in (*disk, *external) for part in model.parts}
+        self._infos = {path: cached for path, cached in self._infos.items() if path in seen}
+
+        snapshot = _Snapshot(signature=signature)
+        for group_key in sorted(by_group):
+            group = _make_entries(by_group[group_key])
+            snapshot.groups[group_key] = group
+            snapshot.entries.extend(group)
+        return snapshot
+
+    def _info(self, model: _ModelFile) -> GgufInfo | None:
+        """The header of a model, read again only when one of its files changed."""
+        cached = self._infos.get(model.path)
+        if cached is not None and cached[0] == model.stats:
+            return cached[1]
+        try:
+            infos = [read_gguf_info(part) for part in model.parts]
+        except (OSError, ValueError) as exc:
+            log.warning("skipping %s: %s", model.path, exc)
+            info = None
+        else:
+            info = _merge_parts(infos)
+        self._infos[model.path] = (model.stats, info)
+        return info
+
+    @staticmethod
+    def _group_named(snapshot: _Snapshot, base: str) -> list[ModelEntry] | None:
+        if "/" in base:
+            return snapshot.groups.get(base)
+        matches = [g for key, g in snapshot.groups.items() if key.split("/", 1)[1] == base]
+        return matches[0] if len(matches) == 1 else None
+
+
+def _scan_disk(root: Path) -> list[_ModelFile]:
+    """Every model under root/<publisher>/<repo>/, with the stats that identify its files."""
+    models: list[_ModelFile] = []
+    for publisher in _subdirs(root):
+        for repo in _subdirs(publisher):
+            models.extend(_repo_models(publisher.name, repo))
+    return models
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        with os.scandir(path) as it:
+            found = [Path(e.path) for e in it if not e.name.startswith(".") and e.is_dir()]
+    except OSError:
+        return []
+    return sorted(found)
+
+
+def _repo_models(publisher: str, repo: Path) -> list[_ModelFile]:
+    stats: dict[str, tuple[int, int, int]] = {}
+    try:
+        with os.scandir(repo) as it:
+            for item in it:
+                if item.name.startswith(".") or not item.name.lower().endswith(".gguf"):
+                    continue
+                try:
+                    if item.is_file():
+                        st = item.stat()
+                        stats[item.name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+                except OSError:  # a dangling symlink
+                    continue
+    except OSError:
+        return []
+
+    models = []
+    for name in sorted(stats):
+        split = split_part(name)
+        if split is None:
+            parts = [name]
+        elif split[1] != 1:
+            continue  # a later part: listed with its first part
+        else:
+            parts = split_part_names(split[0], split[2])
+            if not all(part in stats for part in parts):
+                log.debug("skipping %s: some of its %d parts are missing", name, split[2])
+                continue
+        models.append(_ModelFile(publisher, repo.name, tuple(repo / p for p in parts),
+                                 tuple(stats[p] for p in parts)))
+    return models
+
+
+def _merge_parts(infos: list[GgufInfo]) -> GgufInfo:
+    """One description of a multi-part model: metadata from the first part, tensors from all."""
+    if len(infos) == 1:
+        return infos[0]
+    matrix: dict[str, int] = {}
+    for info in infos:
+        for name, count in info.matrix_elements.items():
+            matrix[name] = matrix.get(name, 0) + count
+    return GgufInfo(
+        metadata=infos[0].metadata,
+        tensor_count=sum(i.tensor_count for i in infos),
+        params=sum(i.params for i in infos),
+        matrix_elements=matrix,
+    )
+
+
+def _is_model(info: GgufInfo) -> bool:
+    # Vision projectors (mmproj) and LoRA adapters sit next to models but are not models.
+    kind = info.metadata.get(gguf.Keys.General.TYPE, "model")
+    return kind == "model" and info.metadata.get(gguf.Keys.General.ARCHITECTURE) != "clip"
+
+
+def _group_key(model: _ModelFile) -> str:
+    return f"{model.publisher}/{model.repo}".lower()
+
+
+def _file_model_id(file_name: str) -> str:
+    split = split_part(file_name)
+    return model_id_for(Path(f"{split[0]}.gguf" if split else file_name))
+
+
+def _variant_of(file_name: str, quantization: str | None) -> str:
+    split = split_part(file_name)
+    stem = split[0] if split else file_name[: -len(".gguf")]
+    _, tag = split_quant_suffix(stem)
+    return (tag or quantization or stem).lower()
+
+
+def _make_entries(found: list[tuple[_ModelFile, GgufInfo]]) -> list[ModelEntry]:
+    """The entries of one repo folder, preferred first, with their keys."""
+    drafts = [_entry(model, info) for model, info in found]
+    drafts.sort(key=_preference)
+    if len(drafts) == 1:
+        return drafts
+    group = drafts[0].group
+    variants = [d.variant for d in drafts]
+    keyed = []
+    for draft in drafts:
+        # Two files with the same quantization tag are told apart by their file names.
+        suffix = draft.variant if variants.count(draft.variant) == 1 else _stem(draft)
+        keyed.append(_with_key(draft, f"{group}@{suffix}"))
+    return keyed
+
+
+def _preference(entry: ModelEntry) -> tuple[int, int, str]:
+    if entry.variant == _PREFERRED_VARIANT:
+        rank = 0
+    elif entry.variant.startswith("q4"):
+        rank = 1
+    else:
+        rank = 2
+    return rank, entry.size_bytes, entry.file_name
+
+
+def _pick_variant(group: list[ModelEntry], variant: str | None) -> ModelEntry | None:
+    if variant is None:
+        return group[0]
+    for entry in group:
+        if entry.variant == variant or entry.key.endswith(f"@{variant}"):
+            return entry
+    return None
+
+
+def _stem(entry: ModelEntry) -> str:
+    return entry.file_name[: -len(".gguf")].lower()
+
+
+def _with_key(entry: ModelEntry, key: str) -> ModelEntry:
+    data = {name: getattr(entry, name) for name in entry.__dataclass_fields__}
+    data["key"] = key
+    return ModelEntry(**data)
+
+
+def _entry(model: _ModelFile, info: GgufInfo) -> ModelEntry:
+    meta = info.metadata
+    arch = meta.get(gguf.Keys.General.ARCHITECTURE)
+    arch = arch if isinstance(arch, str) else None
+    embedding = arch in EMBEDDING_ARCHITECTURES or (
+        arch is not None and gguf.Keys.LLM.POOLING_TYPE.format(arch=arch) in meta
+    )
+    params = meta.get("general.parameter_count")
+    if not isinstance(params, int) or params <= 0:
+        params = info.params or None
+    context = meta.get(gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=arch)) if arch else None
+    quantization = quantization_of(info)
+    return ModelEntry(
+        key=_group_key(model),
+        path=model.path,
+        publisher=model.publisher,
+        repo=model.repo,
+        file_name=model.path.name,
+        display_name=model.repo,
+        type="embedding" if embedding else "llm",
+        architecture=arch,
+        params=params,
+        quantization=quantization,
+        size_bytes=sum(stat[0] for stat in model.stats),
+        max_context_length=context if isinstance(context, int) else None,
+        capabilities=_capabilities(meta, embedding),
+        variant=_variant_of(model.path.name, quantization),
+    )
+
+
+def _capabilities(meta: dict[str, Any], embedding: bool) -> tuple[str, ...]:
+    if embedding:
+        return ("embedding",)
+    template = meta.get(gguf.Keys.Tokenizer.CHAT_TEMPLATE)
+    if not isinstance(template, str) or not template.strip():
+        return ()
+    if _TOOL_WORDS.search(template):
+        return ("chat", "tool_use")
+    return ("chat",)
