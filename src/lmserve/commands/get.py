@@ -31,8 +31,8 @@ def get(
         help="publisher/repo, publisher/repo@quant (e.g. @q4_k_m), or a huggingface.co URL "
              "of a repo or of one .gguf file.")],
     models_dir: Annotated[Path | None, typer.Option(
-        "--models-dir", help="Model library folder [default: $LMSERVE_MODELS_DIR, else "
-                             "lmserve's home folder/models]")] = None,
+        "--models-dir", help="Model library folder (default: $LMSERVE_MODELS_DIR, else "
+                             "models/ in lmserve's home folder).")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Download without asking.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be downloaded "
                                           "and stop.")] = False,

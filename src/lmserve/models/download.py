@@ -9,6 +9,7 @@ file, and show a rich progress bar.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
@@ -166,12 +167,16 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
 def plan_download(source: Source, *, endpoint: str | None = None) -> DownloadPlan:
     """List the repo on the hub and pick the GGUF file(s) that `source` asks for."""
     base = resolve_endpoint(endpoint)
-    commit, files = _list_repo(source, base)
+    repo_id, commit, files = _list_repo(source, base)
+    # The hub's spelling of the repo id names the library folder, however the user typed it.
+    publisher, _, repo = repo_id.partition("/")
+    if publisher and repo and repo_id.lower() == source.repo_id.lower():
+        source = dataclasses.replace(source, publisher=publisher, repo=repo)
     return DownloadPlan(source=source, revision=commit or source.revision,
                         files=tuple(select_files(files, source)))
 
 
-def _list_repo(source: Source, base: str) -> tuple[str | None, list[RemoteFile]]:
+def _list_repo(source: Source, base: str) -> tuple[str, str | None, list[RemoteFile]]:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -206,7 +211,7 @@ def _list_repo(source: Source, base: str) -> tuple[str | None, list[RemoteFile]]
                    sha256=s.lfs.sha256 if s.lfs else None)
         for s in info.siblings or []
     ]
-    return info.sha, files
+    return info.id or source.repo_id, info.sha, files
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -372,6 +377,10 @@ def _hf_token() -> str | None:
         return None
 
 
+class _RetryableStatus(Exception):
+    """An HTTP status worth another attempt (rate limits, server errors)."""
+
+
 def _fetch_with_retries(client: httpx.Client, url: str, remote: RemoteFile, path: Path,
                         bar: _Bar, base: str, retries: int) -> None:
     task = bar.add(remote.name, remote.size)
@@ -390,10 +399,6 @@ def _fetch_with_retries(client: httpx.Client, url: str, remote: RemoteFile, path
                                     f"{_part_path(path)}. Run the command again to resume.") from e
             time.sleep(RETRY_BACKOFF * 2**attempt)
             attempt += 1
-
-
-class _RetryableStatus(Exception):
-    pass
 
 
 def _fetch(client: httpx.Client, url: str, remote: RemoteFile, path: Path, bar: _Bar,

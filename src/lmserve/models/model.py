@@ -101,6 +101,18 @@ class Model:
         self.last_used = time.monotonic()
 
     @property
+    def is_embedding(self) -> bool:
+        """Embedding models pool their output; they cannot generate text."""
+        if self.entry is not None:
+            return self.entry.type == "embedding"
+        arch = self.llama.architecture
+        return bool(arch and self.llama.meta(f"{arch}.pooling_type") is not None)
+
+    def check_can_generate(self) -> None:
+        if self.is_embedding:
+            raise ValueError(f"'{self.id}' is an embedding model: use /v1/embeddings with it.")
+
+    @property
     def busy(self) -> bool:
         return self.engine.pending_work() > 0
 
@@ -133,6 +145,7 @@ class Model:
         render_special: bool = False,
     ) -> GenerationStream:
         """Submits the request now: queue and context errors raise here, before streaming."""
+        self.check_can_generate()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
 

