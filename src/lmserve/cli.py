@@ -14,7 +14,15 @@ import httpx
 import typer
 
 from lmserve import __version__, config
-from lmserve.commands import chat_cmd, config_cmd, get, log_cmd, models_cmd, service_cmd
+from lmserve.commands import (
+    chat_cmd,
+    config_cmd,
+    get,
+    import_cmd,
+    log_cmd,
+    models_cmd,
+    service_cmd,
+)
 from lmserve.config import ServerSettings
 
 app = typer.Typer(help="lmserve: a local LLM server with an OpenAI-compatible API.",
@@ -34,6 +42,7 @@ app.command("ps")(models_cmd.ps)
 app.command("load")(models_cmd.load)
 app.command("unload")(models_cmd.unload)
 app.command("get")(get.get)
+app.command("import")(import_cmd.import_)
 app.command("chat")(chat_cmd.chat)
 log_app.command("stream")(log_cmd.log_stream)
 config_app.command("show")(config_cmd.config_show)

@@ -361,6 +361,7 @@ def test_metadata_rules(tmp_path: Path) -> None:
                        "general.parameter_count": 3_000_000_000})
     write_gguf(root / "p" / "pooled" / "pooled.gguf",
                values={"llama.pooling_type": 1, "tokenizer.chat_template": tools})
+    write_gguf(root / "p" / "encoder" / "encoder.gguf", arch="bert")
     write_gguf(root / "p" / "guessed" / "guessed.gguf",
                values={"general.file_type": int(gguf.LlamaFileType.MOSTLY_Q4_K_M) | 1024})
     write_gguf(root / "p" / "vision" / "model-F16.gguf")
@@ -373,7 +374,7 @@ def test_metadata_rules(tmp_path: Path) -> None:
     (root / "loose.gguf").write_bytes(b"")  # not inside publisher/repo
 
     lib = ModelLibrary(root, extra=[])
-    assert _keys(lib) == ["p/guessed", "p/pooled", "p/tools", "p/vision"]
+    assert _keys(lib) == ["p/encoder", "p/guessed", "p/pooled", "p/tools", "p/vision"]
 
     tools_entry = _entry(lib, "p/tools")
     assert tools_entry.capabilities == ("chat", "tool_use")
@@ -386,6 +387,8 @@ def test_metadata_rules(tmp_path: Path) -> None:
     assert pooled.type == "embedding" and pooled.capabilities == ("embedding",)
     assert pooled.params == 4 * 8 + 8 and pooled.max_context_length is None
 
+    encoder = _entry(lib, "p/encoder")  # an encoder family, even without a pooling type
+    assert encoder.type == "embedding" and encoder.architecture == "bert"
     assert _entry(lib, "p/guessed").quantization == "Q4_K_M"
     assert _entry(lib, "p/vision").file_name == "model-F16.gguf"
 
@@ -437,8 +440,10 @@ def test_scan_is_cached_until_the_tree_changes(tmp_path: Path, count_reads: list
     lib = ModelLibrary(tmp_path, extra=[])
     assert _keys(lib) == ["p/one"]
     assert len(count_reads) == 1
-    assert _keys(lib) == ["p/one"] and lib.find("one") is not None
-    assert len(count_reads) == 1  # nothing changed: nothing parsed again
+    first = lib.entries()
+    assert lib.find("one") is first[0]
+    assert all(a is b for a, b in zip(first, lib.entries(), strict=True))
+    assert len(count_reads) == 1  # nothing changed: nothing parsed or rebuilt
 
     write_gguf(tmp_path / "p" / "two" / "two.gguf")
     assert _keys(lib) == ["p/one", "p/two"]

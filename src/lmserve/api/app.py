@@ -13,7 +13,7 @@ from lmserve import __version__
 from lmserve.api.anthropic import messages
 from lmserve.api.cors import OpenCORS
 from lmserve.api.errors import install_error_handlers
-from lmserve.api.native import logs, status, tokenize
+from lmserve.api.native import downloads, logs, status, tokenize
 from lmserve.api.native import models as native_models
 from lmserve.api.native.logs import LogBroadcaster
 from lmserve.api.openai import chat, completions, embeddings, models, responses
@@ -45,7 +45,7 @@ def create_app(
     app.state.logs = LogBroadcaster()
     logging.getLogger("lmserve").addHandler(app.state.logs)
     for module in (chat, completions, embeddings, models, status, tokenize, messages,
-                   responses, native_models, logs):
+                   responses, native_models, downloads, logs):
         app.include_router(module.router)
     if cors:
         app.add_middleware(OpenCORS)

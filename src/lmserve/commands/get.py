@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -21,9 +20,8 @@ from lmserve.models.download import (
 
 
 def _default_models_dir() -> Path:
-    """$LMSERVE_MODELS_DIR, else `models` in lmserve's home folder."""
-    env = os.environ.get("LMSERVE_MODELS_DIR")
-    return Path(env).expanduser() if env else config.home_dir() / "models"
+    """The configured library (models.dir; $LMSERVE_MODELS_DIR; lmserve's home/models)."""
+    return config.load_config().models.dir
 
 
 def get(

@@ -75,7 +75,7 @@ def import_model(
             raise FileExistsError(
                 f"{destination} already exists; remove it first or import under another repo"
             )
-    if False:
+    if dry_run:
         return plan
     if plan.action == "convert":
         convert_bert_folder(plan.source, plan.destination, outtype="f16",
