@@ -319,6 +319,10 @@ class _Snapshot:
 
 
 class ModelLibrary:
+    """The models under `root`, plus `extra` files kept elsewhere (default: the bundled
+    SmolLM2). Each call checks the folder tree's stats, so new, changed and removed files
+    show up at once; only changed files have their header read again."""
+
     def __init__(self, root: Path, *, extra: Sequence[ExternalModel] | None = None) -> None:
         self.root = Path(root).expanduser()
         self.extra = tuple(extra) if extra is not None else (bundled_model(),)
@@ -327,6 +331,7 @@ class ModelLibrary:
         self._infos: dict[Path, tuple[tuple[Any, ...], GgufInfo | None]] = {}
 
     def entries(self) -> list[ModelEntry]:
+        """Every model, sorted by repo key, each repo's preferred variant first."""
         return list(self._current().entries)
 
     def find(self, name: str) -> ModelEntry | None:

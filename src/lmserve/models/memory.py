@@ -11,25 +11,20 @@ from pathlib import Path
 @lru_cache(maxsize=64)
 def _kv_shape(path: str) -> tuple[int, int]:
     """(layers, K or V width per token) from the GGUF metadata."""
-    from gguf import GGUFReader
+    from lmserve.models.library import read_gguf_info
 
-    reader = GGUFReader(path)
+    meta = read_gguf_info(Path(path)).metadata
+    arch = meta.get("general.architecture", "")
 
-    def value(key: str) -> int | None:
-        field = reader.get_field(key)
-        if field is None:
-            return None
-        raw = field.parts[field.data[0]]
-        return int(raw[0])
+    def value(key: str, default: int) -> int:
+        v = meta.get(f"{arch}.{key}")
+        return int(v) if isinstance(v, int | float) else default
 
-    arch_field = reader.get_field("general.architecture")
-    arch = bytes(arch_field.parts[arch_field.data[0]]).decode() if arch_field else ""
-    n_layer = value(f"{arch}.block_count") or 0
-    n_embd = value(f"{arch}.embedding_length") or 0
-    n_head = value(f"{arch}.attention.head_count") or 1
-    n_head_kv = value(f"{arch}.attention.head_count_kv") or n_head
-    head_dim = value(f"{arch}.attention.key_length") or n_embd // n_head
-    return n_layer, head_dim * n_head_kv
+    n_embd = value("embedding_length", 0)
+    n_head = value("attention.head_count", 1) or 1
+    n_head_kv = value("attention.head_count_kv", n_head)
+    head_dim = value("attention.key_length", n_embd // n_head)
+    return value("block_count", 0), head_dim * n_head_kv
 
 
 def estimate_file_memory(path: str | Path, context_length: int, parallel: int
