@@ -150,6 +150,8 @@ def measure(model, prompt: list[int], n_seqs: int, n_tokens: int, n_threads: int
         "decode_s": t2 - t1,
         "decode_tok_s": decoded / (t2 - t1),
         "decode_tok_s_per_seq": (n_tokens - 1) / (t2 - t1),
+        # Output tokens over prefill plus decode: what a server's aggregate measures.
+        "end_to_end_tok_s": n_seqs * n_tokens / (t2 - t0),
     }
 
 

@@ -246,3 +246,69 @@ def test_systemd_unit_points_at_this_lmserve(tmp_path):
     assert result.returncode == 0, result.stderr
     unit = (tmp_path / "systemd" / "user" / "lmserve.service").read_text()
     assert f"ExecStart={sys.executable} -m lmserve server start" in unit
+
+
+def test_unloading_lets_in_flight_requests_finish(multi):
+    client = _client(multi)
+    client.completions.create(model=GEMMA_KEY, prompt="Hi", max_tokens=1)  # loaded
+    results: list[str] = []
+
+    def long_generation() -> None:
+        stream = client.completions.create(model=GEMMA_KEY, prompt="Once upon a time",
+                                           max_tokens=60, temperature=0.8, stream=True)
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].finish_reason:
+                results.append(chunk.choices[0].finish_reason)
+
+    worker = threading.Thread(target=long_generation)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while _ps(multi).get(GEMMA_KEY, {}).get("status") != "generating":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    out = httpx.post(multi.origin + "/api/v1/models/unload", json={"model": GEMMA_KEY},
+                     timeout=60).json()
+    assert out["unloaded"] == [GEMMA_KEY]
+    assert GEMMA_KEY not in _ps(multi)  # out of routing at once...
+    worker.join(60)
+    assert results == ["length"]  # ...but its request ran to the end
+
+
+def test_native_chat_carries_stats_and_model_info(multi):
+    r = httpx.post(multi.origin + "/api/v1/chat/completions", timeout=60, json={
+        "model": SMOL, "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]})
+    body = r.json()
+    stats, info = body["stats"], body["model_info"]
+    assert stats["tokens_per_second"] > 0 and stats["time_to_first_token"] > 0
+    assert stats["generation_time"] > 0 and stats["stop_reason"] in ("stop", "length")
+    assert info == {"arch": "llama", "quant": "Q4_1", "format": "gguf",
+                    "context_length": 1024}
+    assert body["choices"][0]["message"]["role"] == "assistant"
+
+    with httpx.stream("POST", multi.origin + "/api/v1/completions", timeout=60, json={
+            "model": SMOL, "prompt": "Hello", "max_tokens": 4, "stream": True}) as s:
+        events = [json.loads(line[6:]) for line in s.iter_lines()
+                  if line.startswith("data: {")]
+    assert events[-1]["stats"]["tokens_per_second"] > 0
+    assert events[-1]["usage"]["completion_tokens"] == 4
+
+
+def test_import_command(multi, tmp_path):
+    from lmserve.models.bundled import bundled_model_path
+
+    env = {**multi.env, "LMSERVE_MODELS_DIR": str(tmp_path)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lmserve", "import", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    source = str(bundled_model_path())
+    dry = run(source, "--mode", "symlink", "--publisher", "me", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.startswith("Would symlink")
+    assert not any(tmp_path.iterdir())
+    done = run(source, "--mode", "symlink", "--publisher", "me")
+    assert done.returncode == 0, done.stderr
+    assert "Model key: me/smollm2-135m-instruct" in done.stdout
+    assert (tmp_path / "me" / "SmolLM2-135M-Instruct").is_dir()
+    again = run(source, "--mode", "symlink", "--publisher", "me")
+    assert again.returncode == 1 and "already exists" in again.stderr
