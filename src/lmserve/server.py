@@ -9,6 +9,7 @@ import socket
 import time
 from contextlib import suppress
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -87,6 +88,14 @@ def configure_logging(level: str = "INFO") -> None:
                         datefmt="%H:%M:%S")
 
 
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # uvicorn re-raises the signal after its graceful shutdown, which would kill the
+        # process before our own cleanup; a stop request is a clean exit instead.
+        self._captured_signals.clear()
+
+
 def serve(settings: ServerSettings, models: ModelsConfig | None = None) -> None:
     configure_logging()
     models = models or ModelsConfig()
@@ -128,7 +137,7 @@ def serve(settings: ServerSettings, models: ModelsConfig | None = None) -> None:
 
     app = create_app(manager, cors=settings.cors, base_url=url, on_ready=ready)
 
-    server = uvicorn.Server(uvicorn.Config(
+    server = _Server(uvicorn.Config(
         app,
         log_level="warning",
         timeout_graceful_shutdown=5,  # let streams finish, then cancel them
