@@ -220,8 +220,11 @@ def test_raw_stream_framing_and_auth_headers(server):
     assert middle[0] == "content_block_start" and middle[-1] == "content_block_stop"
     assert set(middle[1:-1]) == {"content_block_delta"}
     assert all(data["index"] == 0 for _, data in frames[2:-2])
-    assert 0 < frames[-2][1]["usage"]["output_tokens"] <= 8
-    assert frames[-2][1]["delta"]["stop_reason"] == "max_tokens"
+    output_tokens = frames[-2][1]["usage"]["output_tokens"]
+    assert 0 < output_tokens <= 8
+    # The model may end its turn before the limit; the reason must say which happened.
+    expected = "max_tokens" if output_tokens == 8 else "end_turn"
+    assert frames[-2][1]["delta"]["stop_reason"] == expected
 
 
 # -- token counting -------------------------------------------------------------------

@@ -93,7 +93,7 @@ def server_start(
 ) -> None:
     """Start the server (in the foreground unless --detach). Unset flags come from the
     config file (`lmserve config show`)."""
-    cfg = _load_config()
+    cfg = config_cmd.load_config_or_exit()
     settings = config.settings_from_config(
         cfg, host=host, port=port, model=model, context_length=context_length,
         parallel=parallel, max_queue=max_queue, cors=cors, threads=threads)
@@ -103,14 +103,6 @@ def server_start(
     from lmserve.server import serve  # the engine loads only where it is needed
 
     serve(settings, cfg.models)
-
-
-def _load_config() -> config.Config:
-    try:
-        return config.load_config()
-    except ValueError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from exc
 
 
 def _start_detached(settings: ServerSettings) -> None:

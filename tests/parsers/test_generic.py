@@ -1,20 +1,8 @@
-import json
-import random
-import re
-
 import pytest
 
-from lmserve.parsers.base import (
-    ContentDelta,
-    ParsedMessage,
-    StreamEvent,
-    ToolCall,
-    ToolCallStart,
-    assemble_events,
-)
+from lmserve.parsers.base import ContentDelta, ParsedMessage, ToolCall
 from lmserve.parsers.generic import GenericParser
-
-CALL_ID = re.compile(r"call_[A-Za-z0-9]{24}")
+from tests.parsers.streaming import check_parse_golden, check_stream_reassembles
 
 JSON_ANSWER = '{"name": "Ada Lovelace", "age": 36}'
 CALL_THEN_TEXT = '{"name": "get_time", "arguments": {}}\nThat is the call I would make.'
@@ -84,53 +72,14 @@ IDS = [case[0] for case in CASES]
 PAIRS = [case[1:] for case in CASES]
 
 
-def chunkings(text: str, seed: int = 1234) -> list[list[str]]:
-    """The text whole, one character at a time, cut at every boundary, and at random."""
-    ways = [[text], list(text)]
-    ways += [[text[:cut], text[cut:]] for cut in range(1, len(text))]
-    rng = random.Random(seed)
-    for _ in range(25):
-        chunks: list[str] = []
-        pos = 0
-        while pos < len(text):
-            size = rng.randint(1, 12)
-            chunks.append(text[pos : pos + size])
-            pos += size
-        ways.append(chunks)
-    return ways
-
-
-def stream(chunks: list[str]) -> tuple[ParsedMessage, list[StreamEvent]]:
-    parser = GenericParser()
-    events: list[StreamEvent] = []
-    for chunk in chunks:
-        events += parser.feed(chunk)
-    events += parser.finish()
-    return assemble_events(events), events
-
-
-def assert_same_message(got: ParsedMessage, expected: ParsedMessage) -> None:
-    assert got == expected
-    got_args = [json.loads(call.arguments) for call in got.tool_calls]
-    assert got_args == [json.loads(call.arguments) for call in expected.tool_calls]
-
-
 @pytest.mark.parametrize(("text", "expected"), PAIRS, ids=IDS)
 def test_parse_golden(text: str, expected: ParsedMessage) -> None:
-    result = GenericParser().parse(text)
-    assert_same_message(result, expected)
-    assert all(CALL_ID.fullmatch(call.id) for call in result.tool_calls)
+    check_parse_golden(GenericParser, text, expected)
 
 
 @pytest.mark.parametrize(("text", "expected"), PAIRS, ids=IDS)
 def test_stream_reassembles_to_parse(text: str, expected: ParsedMessage) -> None:
-    full = GenericParser().parse(text)
-    for chunks in chunkings(text):
-        got, events = stream(chunks)
-        assert_same_message(got, full)
-        assert_same_message(got, expected)
-        starts = [event for event in events if isinstance(event, ToolCallStart)]
-        assert all(CALL_ID.fullmatch(start.id) for start in starts)
+    check_stream_reassembles(GenericParser, text, expected)
 
 
 def test_prose_streams_without_delay() -> None:

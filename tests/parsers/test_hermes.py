@@ -1,21 +1,14 @@
-import json
-import random
-import re
-
 import pytest
 
 from lmserve.parsers.base import (
     ContentDelta,
     ParsedMessage,
-    StreamEvent,
     ToolCall,
     ToolCallArgsDelta,
     ToolCallStart,
-    assemble_events,
 )
 from lmserve.parsers.hermes import HermesParser
-
-CALL_ID = re.compile(r"call_[A-Za-z0-9]{24}")
+from tests.parsers.streaming import CALL_ID, check_parse_golden, check_stream_reassembles
 
 WEATHER = (
     "I'll check the current weather in Paris for you.\n\n"
@@ -172,54 +165,14 @@ IDS = [case[0] for case in CASES]
 PAIRS = [case[1:] for case in CASES]
 
 
-def chunkings(text: str, seed: int = 1234) -> list[list[str]]:
-    """The text whole, one character at a time, cut at every boundary, and at random."""
-    ways = [[text], list(text)]
-    ways += [[text[:cut], text[cut:]] for cut in range(1, len(text))]
-    rng = random.Random(seed)
-    for _ in range(25):
-        chunks: list[str] = []
-        pos = 0
-        while pos < len(text):
-            size = rng.randint(1, 12)
-            chunks.append(text[pos : pos + size])
-            pos += size
-        ways.append(chunks)
-    return ways
-
-
-def stream(chunks: list[str]) -> tuple[ParsedMessage, list[StreamEvent]]:
-    parser = HermesParser()
-    events: list[StreamEvent] = []
-    for chunk in chunks:
-        events += parser.feed(chunk)
-    events += parser.finish()
-    return assemble_events(events), events
-
-
-def assert_same_message(got: ParsedMessage, expected: ParsedMessage) -> None:
-    assert got == expected
-    got_args = [json.loads(call.arguments) for call in got.tool_calls]
-    assert got_args == [json.loads(call.arguments) for call in expected.tool_calls]
-
-
 @pytest.mark.parametrize(("text", "expected"), PAIRS, ids=IDS)
 def test_parse_golden(text: str, expected: ParsedMessage) -> None:
-    result = HermesParser().parse(text)
-    assert_same_message(result, expected)
-    assert all(CALL_ID.fullmatch(call.id) for call in result.tool_calls)
-    assert len({call.id for call in result.tool_calls}) == len(result.tool_calls)
+    check_parse_golden(HermesParser, text, expected, unique_ids=True)
 
 
 @pytest.mark.parametrize(("text", "expected"), PAIRS, ids=IDS)
 def test_stream_reassembles_to_parse(text: str, expected: ParsedMessage) -> None:
-    full = HermesParser().parse(text)
-    for chunks in chunkings(text):
-        got, events = stream(chunks)
-        assert_same_message(got, full)
-        assert_same_message(got, expected)
-        starts = [event for event in events if isinstance(event, ToolCallStart)]
-        assert all(CALL_ID.fullmatch(start.id) for start in starts)
+    check_stream_reassembles(HermesParser, text, expected)
 
 
 def test_partial_marker_is_held_back() -> None:

@@ -1,18 +1,11 @@
-import json
-import random
+from functools import partial
 
 import pytest
 
-from lmserve.parsers.base import (
-    ContentDelta,
-    ParsedMessage,
-    ReasoningDelta,
-    StreamEvent,
-    ToolCall,
-    assemble_events,
-)
+from lmserve.parsers.base import ContentDelta, ParsedMessage, ReasoningDelta, ToolCall
 from lmserve.parsers.hermes import HermesParser
 from lmserve.parsers.reasoning import ReasoningParser, ReasoningToolParser, prompt_opens_reasoning
+from tests.parsers.streaming import check_parse_golden, check_stream_reassembles
 
 THINK_ANSWER = (
     "<think>\nThe user asks for 17 * 3. 17 * 3 = 51, and 51 < 60 so the\n"
@@ -126,72 +119,28 @@ TOOL_IDS = [case[0] for case in TOOL_CASES]
 TOOL_TRIPLES = [case[1:] for case in TOOL_CASES]
 
 
-def chunkings(text: str, seed: int = 1234) -> list[list[str]]:
-    """The text whole, one character at a time, cut at every boundary, and at random."""
-    ways = [[text], list(text)]
-    ways += [[text[:cut], text[cut:]] for cut in range(1, len(text))]
-    rng = random.Random(seed)
-    for _ in range(25):
-        chunks: list[str] = []
-        pos = 0
-        while pos < len(text):
-            size = rng.randint(1, 12)
-            chunks.append(text[pos : pos + size])
-            pos += size
-        ways.append(chunks)
-    return ways
-
-
-def stream_reasoning(start_in_reasoning: bool, chunks: list[str]) -> ParsedMessage:
-    parser = ReasoningParser(start_in_reasoning)
-    events: list[StreamEvent] = []
-    for chunk in chunks:
-        events += parser.feed(chunk)
-    events += parser.finish()
-    return assemble_events(events)
-
-
-def stream_with_tools(start_in_reasoning: bool, chunks: list[str]) -> ParsedMessage:
-    parser = ReasoningToolParser(HermesParser(), start_in_reasoning)
-    events: list[StreamEvent] = []
-    for chunk in chunks:
-        events += parser.feed(chunk)
-    events += parser.finish()
-    return assemble_events(events)
-
-
-def assert_same_message(got: ParsedMessage, expected: ParsedMessage) -> None:
-    assert got == expected
-    got_args = [json.loads(call.arguments) for call in got.tool_calls]
-    assert got_args == [json.loads(call.arguments) for call in expected.tool_calls]
-
-
 @pytest.mark.parametrize(("start", "text", "expected"), TRIPLES, ids=IDS)
 def test_parse_golden(start: bool, text: str, expected: ParsedMessage) -> None:
-    assert_same_message(ReasoningParser(start).parse(text), expected)
+    check_parse_golden(partial(ReasoningParser, start), text, expected, check_ids=False)
 
 
 @pytest.mark.parametrize(("start", "text", "expected"), TRIPLES, ids=IDS)
 def test_stream_reassembles_to_parse(start: bool, text: str, expected: ParsedMessage) -> None:
-    full = ReasoningParser(start).parse(text)
-    for chunks in chunkings(text):
-        got = stream_reasoning(start, chunks)
-        assert_same_message(got, full)
-        assert_same_message(got, expected)
+    check_stream_reassembles(partial(ReasoningParser, start), text, expected, check_ids=False)
+
+
+def with_tools(start_in_reasoning: bool) -> ReasoningToolParser:
+    return ReasoningToolParser(HermesParser(), start_in_reasoning)
 
 
 @pytest.mark.parametrize(("start", "text", "expected"), TOOL_TRIPLES, ids=TOOL_IDS)
 def test_parse_with_tools_golden(start: bool, text: str, expected: ParsedMessage) -> None:
-    assert_same_message(ReasoningToolParser(HermesParser(), start).parse(text), expected)
+    check_parse_golden(partial(with_tools, start), text, expected, check_ids=False)
 
 
 @pytest.mark.parametrize(("start", "text", "expected"), TOOL_TRIPLES, ids=TOOL_IDS)
 def test_stream_with_tools_reassembles(start: bool, text: str, expected: ParsedMessage) -> None:
-    full = ReasoningToolParser(HermesParser(), start).parse(text)
-    for chunks in chunkings(text):
-        got = stream_with_tools(start, chunks)
-        assert_same_message(got, full)
-        assert_same_message(got, expected)
+    check_stream_reassembles(partial(with_tools, start), text, expected, check_ids=False)
 
 
 def test_reasoning_streams_before_the_block_closes() -> None:

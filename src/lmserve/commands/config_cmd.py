@@ -16,7 +16,8 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def _load_or_exit() -> config.Config:
+def load_config_or_exit() -> config.Config:
+    """The config, or a clear message and exit status 1 when the file is wrong."""
     try:
         return config.load_config()
     except ValueError as exc:
@@ -29,7 +30,7 @@ def config_show(
 ) -> None:
     """Show the effective settings and the config file they come from."""
     path = config.config_file()
-    cfg = _load_or_exit()
+    cfg = load_config_or_exit()
     if as_json:
         out = {"path": str(path), "exists": path.exists(), "settings": cfg.to_dict()}
         typer.echo(json.dumps(out, indent=2))
