@@ -312,3 +312,21 @@ def test_import_command(multi, tmp_path):
     assert (tmp_path / "me" / "SmolLM2-135M-Instruct").is_dir()
     again = run(source, "--mode", "symlink", "--publisher", "me")
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_memory_budget_evicts_the_least_recently_used_idle_model(library, tmp_path_factory):
+    # SmolLM2 with one 1,024-token slot needs about 120 MB, Gemma about 270 MB:
+    # a 300 MB budget holds either, not both.
+    home = tmp_path_factory.mktemp("home-budget")
+    (home / "config.toml").write_text("[models]\nmemory_budget_mb = 300\n")
+    proc = ServerProcess("--parallel", "1", "--context-length", "1024", home=home,
+                         env={"LMSERVE_MODELS_DIR": str(library)})
+    try:
+        client = _client(proc)
+        assert set(_ps(proc)) == {SMOL}
+        reply = client.completions.create(model=GEMMA_KEY, prompt="Hi", max_tokens=2)
+        assert reply.model == GEMMA_KEY
+        assert set(_ps(proc)) == {GEMMA_KEY}
+        assert f"evicting {SMOL}" in proc.log()
+    finally:
+        proc.stop()
