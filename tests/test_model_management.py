@@ -47,6 +47,13 @@ def multi(library):
     proc.stop()
 
 
+def _configured_server(library: Path, home: Path, config_toml: str, *args: str
+                       ) -> ServerProcess:
+    """A server whose config file holds `config_toml`, serving `library`."""
+    (home / "config.toml").write_text(config_toml)
+    return ServerProcess(*args, home=home, env={"LMSERVE_MODELS_DIR": str(library)})
+
+
 def _client(proc: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=proc.base_url, api_key="x", max_retries=0)
 
@@ -190,10 +197,8 @@ def test_log_stream_follows_the_server(multi):
 @pytest.fixture(scope="module")
 def one_at_a_time(library, tmp_path_factory):
     """A server that may hold one model at a time."""
-    home = tmp_path_factory.mktemp("home-one")
-    (home / "config.toml").write_text("[models]\nmax_loaded = 1\n")
-    proc = ServerProcess("--parallel", "1", home=home,
-                         env={"LMSERVE_MODELS_DIR": str(library)})
+    proc = _configured_server(library, tmp_path_factory.mktemp("home-one"),
+                              "[models]\nmax_loaded = 1\n", "--parallel", "1")
     yield proc
     proc.stop()
 
@@ -226,10 +231,8 @@ def test_eviction_never_hits_a_busy_model(one_at_a_time):
 
 
 def test_jit_off_lists_only_loaded_models(library, tmp_path_factory):
-    home = tmp_path_factory.mktemp("home-nojit")
-    (home / "config.toml").write_text("[models]\njit = false\n")
-    proc = ServerProcess("--parallel", "1", home=home,
-                         env={"LMSERVE_MODELS_DIR": str(library)})
+    proc = _configured_server(library, tmp_path_factory.mktemp("home-nojit"),
+                              "[models]\njit = false\n", "--parallel", "1")
     try:
         client = _client(proc)
         assert [m.id for m in client.models.list().data] == [SMOL]
@@ -317,10 +320,9 @@ def test_import_command(multi, tmp_path):
 def test_memory_budget_evicts_the_least_recently_used_idle_model(library, tmp_path_factory):
     # SmolLM2 with one 1,024-token slot needs about 120 MB, Gemma about 270 MB:
     # a 300 MB budget holds either, not both.
-    home = tmp_path_factory.mktemp("home-budget")
-    (home / "config.toml").write_text("[models]\nmemory_budget_mb = 300\n")
-    proc = ServerProcess("--parallel", "1", "--context-length", "1024", home=home,
-                         env={"LMSERVE_MODELS_DIR": str(library)})
+    proc = _configured_server(library, tmp_path_factory.mktemp("home-budget"),
+                              "[models]\nmemory_budget_mb = 300\n",
+                              "--parallel", "1", "--context-length", "1024")
     try:
         client = _client(proc)
         assert set(_ps(proc)) == {SMOL}

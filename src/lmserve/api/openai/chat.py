@@ -30,22 +30,15 @@ router = APIRouter()
 
 
 @router.post("/v1/chat/completions")
+@router.post("/api/v1/chat/completions")
 async def create_chat_completion(
     body: ChatCompletionRequest,
     request: Request,
     manager: ModelManager = Depends(get_manager),
 ) -> Response:
-    return await _create(body, request, manager, native=False)
-
-
-@router.post("/api/v1/chat/completions")
-async def create_native_chat_completion(
-    body: ChatCompletionRequest,
-    request: Request,
-    manager: ModelManager = Depends(get_manager),
-) -> Response:
-    """The same chat, plus lmserve's `stats` and `model_info`."""
-    return await _create(body, request, manager, native=True)
+    # The native route answers the same, plus lmserve's `stats` and `model_info`.
+    native = request.url.path.startswith("/api/")
+    return await _create(body, request, manager, native=native)
 
 
 async def _create(body: ChatCompletionRequest, request: Request, manager: ModelManager,

@@ -39,22 +39,15 @@ def _prompts(body: CompletionRequest, model: Model) -> list[list[int]]:
 
 
 @router.post("/v1/completions")
+@router.post("/api/v1/completions")
 async def create_completion(
     body: CompletionRequest,
     request: Request,
     manager: ModelManager = Depends(get_manager),
 ) -> Response:
-    return await _create(body, request, manager, native=False)
-
-
-@router.post("/api/v1/completions")
-async def create_native_completion(
-    body: CompletionRequest,
-    request: Request,
-    manager: ModelManager = Depends(get_manager),
-) -> Response:
-    """The same completion, plus lmserve's `stats` and `model_info`."""
-    return await _create(body, request, manager, native=True)
+    # The native route answers the same, plus lmserve's `stats` and `model_info`.
+    native = request.url.path.startswith("/api/")
+    return await _create(body, request, manager, native=native)
 
 
 async def _create(body: CompletionRequest, request: Request, manager: ModelManager,
