@@ -50,8 +50,9 @@ def test_forced_call_grammar_wraps_the_family_markers():
     fn = {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}},
                                       "required": ["x"]}}
     hermes = _tool_call_grammar("hermes", [fn])
-    assert hermes.startswith('root ::= "<tool_call>\\n" call "\\n</tool_call>"')
+    assert hermes.startswith('root ::= "<tool_call>\\n" tool-call-object "\\n</tool_call>"')
     generic = _tool_call_grammar("generic", [fn])
-    assert generic.startswith("root ::= call\n") and "call ::=" in generic
+    assert generic.startswith("root ::= tool-call-object\n")
+    assert "\ntool-call-object ::=" in generic
     llama3 = _tool_call_grammar("llama3", [fn])
     assert "parameters" in llama3

@@ -9,6 +9,7 @@ The API modules only translate their wire format to a ChatSpec and the events ba
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -121,8 +122,8 @@ def _tool_call_grammar(family: str, functions: list[dict[str, Any]]) -> str:
         "mistral": ('"[TOOL_CALLS][" ', ' "]"'),
     }.get(family, ("", ""))
     # Rename the converter's root so it can be wrapped by the family's markers.
-    body = body.replace("root ::=", "call ::=", 1)
-    return f"root ::= {wrap[0]}call{wrap[1]}\n{body}"
+    body = re.sub(r"(?m)^root ::=", "tool-call-object ::=", body, count=1)
+    return f"root ::= {wrap[0]}tool-call-object{wrap[1]}\n{body}"
 
 
 # Keywords the schema-to-grammar converter would silently ignore: refuse them instead
