@@ -55,3 +55,11 @@ def test_port_in_use_is_a_clear_error():
         result = _lmserve("server", "start", "--port", str(port), env=env)
     assert result.returncode != 0
     assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr + result.stdout
+
+
+def test_unknown_startup_model_is_a_clear_error():
+    env = {**os.environ, "LMSERVE_HOME": tempfile.mkdtemp(prefix="lmserve-cli-")}
+    result = _lmserve("server", "start", "--port", "0", "--model", "no/such-model", env=env)
+    assert result.returncode != 0
+    assert "Cannot load the model: The model 'no/such-model' does not exist" in result.stderr
+    assert "Traceback" not in result.stderr

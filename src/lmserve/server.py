@@ -117,8 +117,12 @@ def serve(settings: ServerSettings, models: ModelsConfig | None = None) -> None:
         max_loaded=models.max_loaded,
         memory_budget=models.memory_budget_mb * 1024 * 1024,
     )
-    startup = [] if (settings.model or "").lower() == "none" else \
-        [manager.load_now(settings.model or str(bundled_model_path()))[0].id]
+    try:
+        startup = [] if (settings.model or "").lower() == "none" else \
+            [manager.load_now(settings.model or str(bundled_model_path()))[0].id]
+    except (LookupError, OSError, RuntimeError) as exc:  # unknown, missing or unloadable
+        sock.close()
+        raise SystemExit(f"Cannot load the model: {exc}") from exc
 
     state = {
         "pid": os.getpid(),
