@@ -63,6 +63,13 @@ def _ps(proc: ServerProcess) -> dict[str, dict]:
     return {i["id"]: i for m in models for i in m["loaded_instances"]}
 
 
+def _wait_until_generating(proc: ServerProcess, model_id: str) -> None:
+    deadline = time.monotonic() + 20
+    while _ps(proc).get(model_id, {}).get("status") != "generating":
+        assert time.monotonic() < deadline, f"{model_id} never started generating"
+        time.sleep(0.05)
+
+
 def _lmserve(proc: ServerProcess, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lmserve", *args, "--port", str(proc.port)],
                           env=proc.env, capture_output=True, text=True, timeout=timeout)
@@ -215,10 +222,7 @@ def test_eviction_never_hits_a_busy_model(one_at_a_time):
 
     worker = threading.Thread(target=long_generation)
     worker.start()
-    deadline = time.monotonic() + 20
-    while _ps(proc).get(SMOL, {}).get("status") != "generating":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_until_generating(proc, SMOL)
     with pytest.raises(openai.InternalServerError) as info:
         client.completions.create(model=GEMMA_KEY, prompt="Hi", max_tokens=2)
     assert info.value.status_code == 503 and info.value.body["code"] == "models_busy"
@@ -265,10 +269,7 @@ def test_unloading_lets_in_flight_requests_finish(multi):
 
     worker = threading.Thread(target=long_generation)
     worker.start()
-    deadline = time.monotonic() + 20
-    while _ps(multi).get(GEMMA_KEY, {}).get("status") != "generating":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_until_generating(multi, GEMMA_KEY)
     out = httpx.post(multi.origin + "/api/v1/models/unload", json={"model": GEMMA_KEY},
                      timeout=60).json()
     assert out["unloaded"] == [GEMMA_KEY]
