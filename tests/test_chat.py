@@ -92,6 +92,15 @@ def test_max_tokens_minus_one_means_no_limit(client):
     assert reply.choices[0].finish_reason == "stop"
 
 
+def test_ignore_eos_runs_to_max_tokens(client):
+    kwargs = dict(model="m", temperature=0, max_tokens=60,
+                  messages=[{"role": "user", "content": "Reply with one word: yes or no?"}])
+    assert client.chat.completions.create(**kwargs).choices[0].finish_reason == "stop"
+    reply = client.chat.completions.create(**kwargs, extra_body={"ignore_eos": True})
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 60
+
+
 def test_stop_string(client):
     kwargs = dict(model="m", temperature=0, max_tokens=40,
                   messages=[{"role": "user", "content": "Count from 1 to 10, comma separated."}])

@@ -78,6 +78,7 @@ def _cancelled_lines(log: str) -> list[int]:
 
 def test_clients_that_disconnect_mid_stream_free_their_slots(server):
     body = {"model": "m", "stream": True, "max_tokens": 2000, "temperature": 0.8,
+            "ignore_eos": True,
             "messages": [{"role": "user", "content": "Write a very long story about a ship."}]}
     before = len(_cancelled_lines(server.log()))
 
@@ -112,7 +113,7 @@ def test_clients_that_disconnect_mid_stream_free_their_slots(server):
 
 def test_non_streaming_client_that_disconnects_frees_its_slot(server):
     before = len(_cancelled_lines(server.log()))
-    payload = (b'{"model":"m","max_tokens":3000,"temperature":0.8,"messages":'
+    payload = (b'{"model":"m","max_tokens":3000,"temperature":0.8,"ignore_eos":true,"messages":'
                b'[{"role":"user","content":"Write a very long story about a forest."}]}')
     request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
                b"Content-Type: application/json\r\nContent-Length: "

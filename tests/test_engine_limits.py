@@ -49,7 +49,8 @@ def test_generation_stops_at_the_end_of_the_context(small_client):
 
 def test_full_queue_is_503_with_retry_after(small_server, small_client):
     # One request generates, one waits; the third finds the queue full.
-    body = {"model": "m", "max_tokens": 200, "temperature": 0.8, "stream": True,
+    body = {"model": "m", "max_tokens": 200, "temperature": 0.8, "ignore_eos": True,
+            "stream": True,
             "messages": [{"role": "user", "content": "Write a long story."}]}
     started = threading.Barrier(3)
     results: list[int] = []

@@ -33,6 +33,15 @@ BAD_BODIES = [
 ]
 
 
+@pytest.mark.parametrize("headers", [{}, {"content-type": "application/x-www-form-urlencoded"}],
+                         ids=["no-content-type", "curl-d-form-type"])
+def test_json_body_is_read_whatever_its_content_type(server, headers):
+    body = b'{"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}'
+    r = httpx.post(server.origin + CHAT, content=body, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["object"] == "chat.completion"
+
+
 @pytest.mark.parametrize(("body", "mentions"), BAD_BODIES)
 def test_bad_chat_request_is_400_envelope(server, body, mentions):
     r = httpx.post(server.origin + CHAT, content=body,

@@ -217,7 +217,8 @@ def test_eviction_never_hits_a_busy_model(one_at_a_time):
 
     def long_generation() -> None:
         r = client.completions.create(model=SMOL, prompt="Once upon a time",
-                                      max_tokens=150, temperature=0.8)
+                                      max_tokens=150, temperature=0.8,
+                                      extra_body={"ignore_eos": True})
         finished.append(r.choices[0].finish_reason)
 
     worker = threading.Thread(target=long_generation)
@@ -262,7 +263,8 @@ def test_unloading_lets_in_flight_requests_finish(multi):
 
     def long_generation() -> None:
         stream = client.completions.create(model=GEMMA_KEY, prompt="Once upon a time",
-                                           max_tokens=60, temperature=0.8, stream=True)
+                                           max_tokens=60, temperature=0.8, stream=True,
+                                           extra_body={"ignore_eos": True})
         for chunk in stream:
             if chunk.choices and chunk.choices[0].finish_reason:
                 results.append(chunk.choices[0].finish_reason)

@@ -16,6 +16,7 @@ def test_sigterm_with_a_stream_in_flight():
 
     def stream() -> None:
         body = {"model": "m", "stream": True, "max_tokens": 3000, "temperature": 0.8,
+                "ignore_eos": True,
                 "messages": [{"role": "user", "content": "Write a very long story."}]}
         try:
             with httpx.stream("POST", proc.base_url + "/chat/completions", json=body,

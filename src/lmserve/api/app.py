@@ -13,6 +13,7 @@ from lmserve import __version__
 from lmserve.api.anthropic import messages
 from lmserve.api.cors import OpenCORS
 from lmserve.api.errors import install_error_handlers
+from lmserve.api.json_body import JSONBodies
 from lmserve.api.native import downloads, logs, status, tokenize
 from lmserve.api.native import models as native_models
 from lmserve.api.native.logs import LogBroadcaster
@@ -47,6 +48,7 @@ def create_app(
     for module in (chat, completions, embeddings, models, status, tokenize, messages,
                    responses, native_models, downloads, logs):
         app.include_router(module.router)
+    app.add_middleware(JSONBodies)
     if cors:
         app.add_middleware(OpenCORS)
     return app

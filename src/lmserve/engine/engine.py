@@ -236,7 +236,10 @@ class Engine:
                 if not self._waiting:
                     return
                 req = self._waiting.popleft()
-            slot = self._best_slot(free, req.prompt)
+                slot = self._best_slot(free, req.prompt)
+                # Claimed while the lock is held: submit() must not count it free while
+                # the request is set up, or the queue would admit one too many.
+                slot.state = SlotState.PREFILL
             try:
                 self._start(slot, req)
             except Exception as exc:  # e.g. a grammar llama.cpp refuses
@@ -267,8 +270,7 @@ class Engine:
         slot.pending = prompt[keep:]
         slot.detok = Detokenizer(req.stop)
         slot.logprobs = []
-        slot.chain = build_sampler_chain(req.sampling, self.model.vocab, self.model.n_vocab,
-                                         prompt)
+        slot.chain = build_sampler_chain(req.sampling, self.model, prompt)
         slot.state = SlotState.PREFILL
 
     def _step(self) -> None:

@@ -7,6 +7,7 @@ llama.cpp allows from any thread. Contexts, which are not thread-safe, live in t
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 from pathlib import Path
@@ -131,6 +132,11 @@ class LlamaModel:
 
     def is_eog(self, token: int) -> bool:
         return bool(L.llama_vocab_is_eog(self.vocab, token))
+
+    @functools.cached_property
+    def eog_tokens(self) -> tuple[int, ...]:
+        """Every token that ends generation (EOS, EOT, <|im_end|>, ...)."""
+        return tuple(t for t in range(self.n_vocab) if self.is_eog(t))
 
     def close(self) -> None:
         if self.ptr:

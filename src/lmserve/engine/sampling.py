@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import llama_cpp as L
 
+from lmserve.engine.llama import LlamaModel
+
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
@@ -21,6 +23,7 @@ class SamplingParams:
     seed: int | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token, bias); -inf bans a token
     grammar: str | None = None  # GBNF; output is constrained to it
+    ignore_eos: bool = False  # ban end-of-generation tokens: run to max_tokens
 
     @property
     def uses_penalties(self) -> bool:
@@ -31,14 +34,18 @@ class SamplingParams:
         )
 
 
-def build_sampler_chain(params: SamplingParams, vocab, n_vocab: int, history: list[int]):
+def build_sampler_chain(params: SamplingParams, model: LlamaModel, history: list[int]):
     """A sampler chain for one request; `history` primes the penalty window only."""
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
     add = L.llama_sampler_chain_add
+    vocab, n_vocab = model.vocab, model.n_vocab
+    bias = params.logit_bias
+    if params.ignore_eos:
+        bias += tuple((t, float("-inf")) for t in model.eog_tokens)
     try:
-        if params.logit_bias:
-            biases = (L.llama_logit_bias * len(params.logit_bias))(
-                *(L.llama_logit_bias(t, b) for t, b in params.logit_bias))
+        if bias:
+            biases = (L.llama_logit_bias * len(bias))(
+                *(L.llama_logit_bias(t, b) for t, b in bias))
             add(chain, L.llama_sampler_init_logit_bias(n_vocab, len(biases), biases))
         if params.uses_penalties:
             penalties = L.llama_sampler_init_penalties(

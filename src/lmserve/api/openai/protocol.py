@@ -126,6 +126,8 @@ class _Sampling(_Request):
     max_tokens: int | None = None
     n: int = Field(default=1, ge=1, le=16)
     logit_bias: dict[str, float] | None = None
+    ignore_eos: bool = Field(default=False, description="Generate until max_tokens or a "
+                             "stop string, never ending at the model's end token")
     stream: bool = False
     stream_options: StreamOptions | None = None
     ttl: float | None = Field(default=None, description="Idle seconds before a model "
@@ -149,6 +151,7 @@ class _Sampling(_Request):
             "repeat_penalty": self.repeat_penalty,
             "seed": self.seed,
             "logit_bias": self._logit_bias(),
+            "ignore_eos": self.ignore_eos,
         }
         return SamplingParams(**{k: v for k, v in given.items() if v is not None})
 
