@@ -3,6 +3,8 @@
 import math
 
 import httpx
+import openai
+import pytest
 
 from tests.openapi_schema import validate
 
@@ -86,3 +88,14 @@ def test_logit_bias_forces_and_bans_tokens(server, client):
     banned = client.chat.completions.create(model="m", messages=HI, max_tokens=1,
                                             temperature=0, logit_bias={str(first_id): -100})
     assert banned.choices[0].message.content != first
+
+
+@pytest.mark.parametrize("token", ["-5", "49152", "9999999"])
+def test_logit_bias_outside_the_vocabulary_is_400(client, token):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", messages=HI, max_tokens=1,
+                                       logit_bias={token: 5})
+    assert "logit_bias" in info.value.body["message"]
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="m", prompt="Hi", max_tokens=1, logit_bias={token: 5})
+    assert client.completions.create(model="m", prompt="Hi", max_tokens=1).choices

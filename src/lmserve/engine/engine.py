@@ -148,6 +148,9 @@ class Engine:
             raise ValueError("The prompt is empty.")
         if len(req.prompt) + 1 > self.n_ctx_slot:
             raise ContextOverflowError(len(req.prompt), self.n_ctx_slot)
+        n_vocab = self.model.n_vocab
+        if any(not 0 <= t < n_vocab for t, _ in req.sampling.logit_bias):
+            raise ValueError(f"logit_bias token ids must be in [0, {n_vocab}).")
         with self._cv:
             if self._stopping:
                 raise EngineStoppedError("the model is being unloaded")
