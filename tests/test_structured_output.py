@@ -108,3 +108,13 @@ def test_unsupported_schema_is_a_clear_400(client, schema):
                                                                      "schema": schema}})
     assert "not supported" in info.value.body["message"]
     assert info.value.body["param"] == "response_format"
+
+
+def test_tool_schema_the_grammar_cannot_enforce_is_a_400_on_tools(client):
+    tool = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"type": "imaginary"}}}}}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}],
+                                       tools=[tool], tool_choice="required")
+    assert "not supported" in info.value.body["message"]
+    assert info.value.body["param"] == "tools"

@@ -116,7 +116,8 @@ def _call_schema(functions: list[dict[str, Any]], args_key: str) -> dict[str, An
 def _tool_call_grammar(family: str, functions: list[dict[str, Any]]) -> str:
     """A grammar that admits exactly one well-formed call in the family's format."""
     args_key = "parameters" if family == "llama3" else "arguments"
-    body = schema_grammar(_call_schema(functions, args_key), prop_order=["name", args_key])
+    body = schema_grammar(_call_schema(functions, args_key), prop_order=["name", args_key],
+                          param="tools")
     wrap = {
         "hermes": ('"<tool_call>\\n" ', ' "\\n</tool_call>"'),
         "mistral": ('"[TOOL_CALLS][" ', ' "]"'),
@@ -157,18 +158,20 @@ def _unsupported_keyword(node: Any) -> str | None:
     return None
 
 
-def schema_grammar(schema: dict[str, Any], prop_order: list[str] | None = None) -> str:
+def schema_grammar(schema: dict[str, Any], prop_order: list[str] | None = None, *,
+                   param: str = "response_format") -> str:
+    """GBNF for `schema`; a schema the grammar cannot enforce is a 400 on `param`."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     keyword = _unsupported_keyword(schema)
     if keyword:
-        raise APIError(400, f"The JSON schema keyword '{keyword}' is not supported for "
-                            "structured output.", param="response_format")
+        raise APIError(400, f"The JSON schema keyword '{keyword}' in '{param}' is not "
+                            "supported for constrained output.", param=param)
     try:
         return json_schema_to_gbnf(json.dumps(schema), prop_order)
     except (ValueError, AssertionError, KeyError, TypeError, RecursionError) as exc:
-        raise APIError(400, f"This JSON schema is not supported for structured output: "
-                            f"{exc}", param="response_format") from exc
+        raise APIError(400, f"The JSON schema in '{param}' is not supported for constrained "
+                            f"output: {exc}", param=param) from exc
 
 
 def _tools_system_prompt(functions: list[dict[str, Any]]) -> str:

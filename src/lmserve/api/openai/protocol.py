@@ -45,6 +45,18 @@ class ChatMessage(BaseModel):
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, v: Any) -> Any:
+        # Say what is wrong with an image or audio part, rather than "not a string".
+        if isinstance(v, list):
+            for part in v:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind not in ("text", None):
+                    raise ValueError(f"Content parts of type '{kind}' are not supported; "
+                                     "the models served here read text only.")
+        return v
+
     def as_template_dict(self) -> dict[str, Any]:
         """The message as chat templates expect it: text content as one string."""
         out = self.model_dump(exclude_none=True)
