@@ -37,3 +37,71 @@ def test_token_prompt_and_echo(client):
     reply = client.completions.create(model="m", prompt="Hello there", max_tokens=3,
                                       temperature=0, echo=True)
     assert reply.choices[0].text.startswith("Hello there")
+
+
+def test_logprobs_of_generated_tokens(client):
+    reply = client.completions.create(model="m", prompt="The capital of France is",
+                                      max_tokens=6, temperature=0, logprobs=3)
+    validate(reply.model_dump(exclude_unset=True), "CreateCompletionResponse")
+    choice = reply.choices[0]
+    lp = choice.logprobs
+    assert len(lp.tokens) == reply.usage.completion_tokens == 6
+    assert "".join(lp.tokens) == choice.text
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(6)]
+    for token, value, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True):
+        assert value <= 0 and len(top) <= 4 and top[token] == value
+        assert max(top.values()) == value  # greedy picks the most likely token
+
+    chunks = list(client.completions.create(model="m", prompt="The capital of France is",
+                                            max_tokens=6, temperature=0, logprobs=3,
+                                            stream=True))
+    streamed = [t for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.tokens]
+    assert streamed == lp.tokens
+
+
+def test_echo_with_logprobs_scores_the_prompt(client):
+    """What evaluation harnesses do: max_tokens 0, echo, logprobs."""
+    prompt = "The capital of France is Paris"
+    reply = client.completions.create(model="m", prompt=prompt, max_tokens=0, echo=True,
+                                      logprobs=1, temperature=0)
+    choice = reply.choices[0]
+    assert choice.text == prompt and choice.finish_reason == "length"
+    assert reply.usage.completion_tokens == 0
+    lp = choice.logprobs
+    assert len(lp.tokens) == reply.usage.prompt_tokens and "".join(lp.tokens) == prompt
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert all(v < 0 for v in lp.token_logprobs[1:])
+
+    # The score of " Paris" is the logprob the model gives it when generating it.
+    generated = client.completions.create(model="m", prompt="The capital of France is",
+                                          max_tokens=1, temperature=0, logprobs=1)
+    assert generated.choices[0].logprobs.tokens == [" Paris"] == lp.tokens[-1:]
+    assert abs(generated.choices[0].logprobs.token_logprobs[0] - lp.token_logprobs[-1]) < 1e-3
+
+
+def test_scoring_a_long_prompt_across_batches(client):
+    # Longer than one scoring batch: each token's score depends only on what precedes it.
+    prompt = " ".join(f"item {i}," for i in range(60))
+    full = client.completions.create(model="m", prompt=prompt, max_tokens=0, echo=True,
+                                     logprobs=0).choices[0].logprobs
+    assert len(full.tokens) > 150
+    head = "".join(full.tokens[:100])
+    part = client.completions.create(model="m", prompt=head, max_tokens=0, echo=True,
+                                     logprobs=0).choices[0].logprobs
+    assert part.tokens == full.tokens[:100]
+    # Equal up to float noise from the batch shapes (a few hundredths at most here); a
+    # token scored at the wrong position would be off by whole nats.
+    assert all(abs(a - b) < 0.1
+               for a, b in zip(part.token_logprobs[1:], full.token_logprobs[1:100], strict=True))
+
+
+def test_streamed_echo_carries_the_prompt_scores_first(client):
+    chunks = list(client.completions.create(model="m", prompt="Hello there", max_tokens=2,
+                                            echo=True, logprobs=1, temperature=0,
+                                            stream=True))
+    first = chunks[0].choices[0]
+    assert first.text == "Hello there"
+    assert "".join(first.logprobs.tokens) == "Hello there"
+    assert first.logprobs.token_logprobs[0] is None
+    generated = [c.choices[0] for c in chunks[1:] if c.choices[0].text]
+    assert generated and all(c.logprobs.tokens for c in generated)

@@ -66,7 +66,7 @@ def test_sdk_raises_bad_request(client):
         client.chat.completions.create(model="m", messages=OK_MESSAGES, max_tokens=-3)
     assert info.value.status_code == 400
     with pytest.raises(openai.BadRequestError):
-        client.completions.create(model="m", prompt="x", max_tokens=0)
+        client.completions.create(model="m", prompt="x", max_tokens=-5)
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="m", input="x", dimensions=8)
 

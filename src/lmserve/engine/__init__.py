@@ -9,6 +9,7 @@ from lmserve.engine.request import (
     EmbeddingRequest,
     Failed,
     GenerationRequest,
+    PromptLogprobs,
 )
 from lmserve.engine.sampling import SamplingParams
 
@@ -22,6 +23,7 @@ __all__ = [
     "Failed",
     "GenerationRequest",
     "LlamaModel",
+    "PromptLogprobs",
     "QueueFullError",
     "SamplingParams",
 ]

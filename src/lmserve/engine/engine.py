@@ -29,12 +29,16 @@ from lmserve.engine.request import (
     Event,
     Failed,
     GenerationRequest,
+    PromptLogprobs,
     Timings,
     TokenLogprob,
 )
 from lmserve.engine.sampling import build_sampler_chain, free_sampler_chain
 
 log = logging.getLogger("lmserve.engine")
+
+# Prompt tokens a scoring request puts in one batch (each keeps a vocabulary of logits).
+_SCORE_CHUNK = 64
 
 
 class QueueFullError(RuntimeError):
@@ -86,6 +90,7 @@ class Slot:
         self.chain = None
         self.detok: Detokenizer | None = None
         self.logprobs: list[TokenLogprob] = []  # for tokens whose text is still held
+        self.prompt_logprobs: list[TokenLogprob] = []  # when the request scores its prompt
         self.n_prompt = 0
         self.n_reused = 0
         self.n_generated = 0
@@ -93,6 +98,7 @@ class Slot:
         self.t_prompt_done = 0.0
         self.t_first = 0.0
         self.i_batch = -1  # index of this slot's logits in the current batch
+        self.i_first = -1  # batch index of this slot's first token this tick
         self.n_batch = 0  # tokens this slot put in the current batch
 
 
@@ -259,6 +265,8 @@ class Engine:
         slot.t_admit = time.perf_counter()
         prompt = req.prompt
         keep = min(_common_prefix(slot.cache, prompt), len(prompt) - 1)  # one token to eval
+        if req.prompt_logprobs is not None:
+            keep = 0  # cached tokens have no logits left to score them with
         if keep < len(slot.cache):
             if not L.llama_memory_seq_rm(self._mem, slot.id, keep, -1):
                 # Some memory types (recurrent, sliding window) cannot drop a tail.
@@ -273,6 +281,7 @@ class Engine:
         slot.pending = prompt[keep:]
         slot.detok = Detokenizer(req.stop)
         slot.logprobs = []
+        slot.prompt_logprobs = []
         slot.chain = build_sampler_chain(req.sampling, self.model, prompt)
         slot.state = SlotState.PREFILL
 
@@ -302,11 +311,14 @@ class Engine:
                         key=lambda s: s.t_admit):
             if budget <= 0:
                 break
-            chunk = s.pending[:budget]
+            scoring = s.req.prompt_logprobs is not None
+            # Scoring keeps every position's logits: smaller chunks bound that buffer.
+            chunk = s.pending[:min(budget, _SCORE_CHUNK) if scoring else budget]
             last = len(chunk) == len(s.pending)
             base = len(s.cache)
+            s.i_first = n
             for j, tok in enumerate(chunk):
-                add(tok, base + j, s.id, last and j == len(chunk) - 1)
+                add(tok, base + j, s.id, scoring or (last and j == len(chunk) - 1))
             s.n_batch = len(chunk)
             s.i_batch = n - 1 if last else -1
             budget -= len(chunk)
@@ -327,15 +339,34 @@ class Engine:
             if s.state is SlotState.DECODE:
                 s.cache.append(s.next_token)
             elif s.n_batch:
+                if s.req.prompt_logprobs is not None:
+                    self._score_prompt_chunk(s)
                 s.cache.extend(s.pending[: s.n_batch])
                 del s.pending[: s.n_batch]
                 if not s.pending:
                     s.state = SlotState.DECODE
                     s.t_prompt_done = now
+                    if s.req.prompt_logprobs is not None:
+                        self._emit(s.req, PromptLogprobs(tuple(s.prompt_logprobs)))
         for s in active:
             if s.i_batch >= 0:
+                if s.req.max_tokens == 0:  # scoring only: nothing to generate
+                    self._finish(s, "length")
+                    continue
                 token = L.llama_sampler_sample(s.chain, self._ctx, s.i_batch)
                 self._on_token(s, token)
+
+    def _score_prompt_chunk(self, slot: Slot) -> None:
+        """Log-probabilities of the prompt tokens that this tick's chunk predicts."""
+        prompt, top_n = slot.req.prompt, slot.req.prompt_logprobs
+        base = len(slot.cache)
+        for j in range(slot.n_batch):
+            target = base + j + 1
+            if target < len(prompt):
+                token = prompt[target]
+                slot.prompt_logprobs.append(self._logprob(
+                    slot.i_first + j, token, self.model.token_bytes(token, special=True),
+                    top_n))
 
     def _on_token(self, slot: Slot, token: int) -> None:
         if not slot.t_first:
@@ -390,6 +421,7 @@ class Engine:
         slot.chain = None
         slot.detok = None
         slot.logprobs = []
+        slot.prompt_logprobs = []
         slot.req = None
         slot.pending = []
         slot.next_token = None

@@ -47,6 +47,15 @@ class Delta:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptLogprobs:
+    """How likely the model found each prompt token after the ones before it: one entry
+    per prompt token from the second on (the first has nothing to be predicted from).
+    Sent once, when the prompt is read, before any Delta."""
+
+    logprobs: tuple[TokenLogprob, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Timings:
     queued_s: float
     ttft_s: float
@@ -79,7 +88,7 @@ class Failed:
     error: Exception
 
 
-Event = Delta | Done | Failed
+Event = Delta | PromptLogprobs | Done | Failed
 
 
 @dataclass(slots=True)
@@ -90,6 +99,7 @@ class GenerationRequest:
     max_tokens: int | None = None  # None: until end of generation or of the context
     stop: list[str] = field(default_factory=list)
     logprobs: int | None = None  # None: none; N: the sampled token's and the top N
+    prompt_logprobs: int | None = None  # the same for every prompt token (scoring)
     render_special: bool = False  # show control tokens (tool-call markers) in the text
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: bool = False

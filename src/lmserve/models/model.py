@@ -142,6 +142,7 @@ class Model:
         max_tokens: int | None,
         stop: list[str],
         logprobs: int | None = None,
+        prompt_logprobs: int | None = None,
         render_special: bool = False,
     ) -> GenerationStream:
         """Submits the request now: queue and context errors raise here, before streaming."""
@@ -153,7 +154,8 @@ class Model:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
         req = GenerationRequest(prompt, sampling, emit, max_tokens=max_tokens, stop=stop,
-                                logprobs=logprobs, render_special=render_special)
+                                logprobs=logprobs, prompt_logprobs=prompt_logprobs,
+                                render_special=render_special)
         self.engine.submit(req)
         return GenerationStream(self.engine, req, queue)
 

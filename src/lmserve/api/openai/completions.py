@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -12,10 +12,11 @@ from lmserve.api.deps import get_manager
 from lmserve.api.disconnect import ClientDisconnectedError, unless_disconnected
 from lmserve.api.errors import APIError, as_api_error, error_body
 from lmserve.api.openai.chat import native_extras
-from lmserve.api.openai.generation import collect_all, finish_reason, merge
+from lmserve.api.openai.generation import finish_reason, merge
 from lmserve.api.openai.protocol import CompletionRequest, new_id, now, usage
 from lmserve.api.sse import DONE, sse_data, sse_response
-from lmserve.engine import Delta, Done
+from lmserve.engine import Delta, Done, PromptLogprobs
+from lmserve.engine.request import TokenLogprob
 from lmserve.models import GenerationStream, Model, ModelManager
 
 router = APIRouter()
@@ -54,35 +55,100 @@ async def _create(body: CompletionRequest, request: Request, manager: ModelManag
                   *, native: bool) -> Response:
     model = await manager.resolve(body.model, ttl=body.ttl)
     prompts = _prompts(body, model)
+    scoring = body.echo and body.logprobs is not None
     streams: list[GenerationStream] = []
     try:
         for prompt in prompts:
-            streams.append(model.generate(prompt, body.sampling_params(),
-                                          max_tokens=body.token_limit(),
-                                          stop=body.stop_list()))
+            streams.append(model.generate(
+                prompt, body.sampling_params(), max_tokens=body.token_limit(),
+                stop=body.stop_list(), logprobs=body.logprobs,
+                prompt_logprobs=body.logprobs if scoring else None))
     except Exception:
         for s in streams:
             s.cancel()
         raise
     head = {"id": new_id("cmpl"), "created": now(), "model": model.id}
     extras = (lambda done: native_extras(model, done)) if native else None
-    echoed = [model.llama.detokenize(p) if body.echo else "" for p in prompts]
+    choices = [_Choice(model, prompt, echo=body.echo, logprobs=body.logprobs is not None)
+               for prompt in prompts]
     if body.stream:
-        return sse_response(_chunks(streams, head, echoed, body.include_usage, extras))
+        return sse_response(_chunks(streams, choices, head, body.include_usage, extras))
     try:
-        results = await unless_disconnected(request, collect_all(streams))
+        dones = await unless_disconnected(request, _collect(streams, choices))
     except ClientDisconnectedError:
         return Response(status_code=499)
-    choices = [
-        {"index": i, "text": echoed[i] + text, "logprobs": None,
+    out = {**head, "object": "text_completion", "usage": _usage(dones), "choices": [
+        {"index": i, "text": c.text, "logprobs": c.logprobs,
          "finish_reason": finish_reason(done)}
-        for i, (text, done) in enumerate(results)
-    ]
-    dones = [done for _, done in results]
-    out = {**head, "object": "text_completion", "choices": choices, "usage": _usage(dones)}
+        for i, (c, done) in enumerate(zip(choices, dones, strict=True))]}
     if extras:
         out.update(extras(dones[0]))
     return JSONResponse(out)
+
+
+class _Choice:
+    """One choice's text and OpenAI's legacy `logprobs` (tokens, token_logprobs,
+    top_logprobs, text_offset), built up as its events arrive."""
+
+    def __init__(self, model: Model, prompt: list[int], *, echo: bool, logprobs: bool) -> None:
+        self.text = ""
+        self.logprobs: dict[str, Any] | None = (
+            {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+            if logprobs else None)
+        self._offset = 0
+        self.scored = echo and logprobs  # the echoed prompt waits for its logprobs
+        self._echo = model.llama.detokenize(prompt) if echo else ""
+        # Nothing predicts the first prompt token: it is listed without a logprob.
+        self._first = model.llama.token_bytes(prompt[0], special=True)
+
+    def echo(self, scored: PromptLogprobs | None = None) -> tuple[str, dict[str, Any] | None]:
+        """The prompt as the choice's first text, with its logprobs when it was scored."""
+        lps = None
+        if scored is not None:
+            lps = self._add([self._first, *scored.logprobs])
+        self.text += self._echo
+        return self._echo, lps
+
+    def delta(self, delta: Delta) -> tuple[str, dict[str, Any] | None]:
+        self.text += delta.text
+        return delta.text, self._add(delta.logprobs) if self.logprobs is not None else None
+
+    def _add(self, entries: Sequence[TokenLogprob | bytes]) -> dict[str, Any]:
+        part: dict[str, list] = {k: [] for k in self.logprobs}
+        for e in entries:
+            if isinstance(e, bytes):
+                token, lp, top = _token_text(e), None, None
+            else:
+                token, lp = _token_text(e.piece), e.logprob
+                top = {_token_text(p): v for _, p, v in e.top}
+                top.setdefault(token, lp)  # OpenAI lists the chosen token as well
+            part["tokens"].append(token)
+            part["token_logprobs"].append(lp)
+            part["top_logprobs"].append(top)
+            part["text_offset"].append(self._offset)
+            self._offset += len(token)
+        for k, v in part.items():
+            self.logprobs[k].extend(v)
+        return part
+
+
+def _token_text(piece: bytes) -> str:
+    return piece.decode("utf-8", errors="replace")
+
+
+async def _collect(streams: list[GenerationStream], choices: list[_Choice]) -> list[Done]:
+    dones: dict[int, Done] = {}
+    for c in choices:
+        if not c.scored:
+            c.echo()
+    async for i, event in merge(streams):
+        if isinstance(event, PromptLogprobs):
+            choices[i].echo(event)
+        elif isinstance(event, Delta):
+            choices[i].delta(event)
+        elif isinstance(event, Done):
+            dones[i] = event
+    return [dones[i] for i in range(len(choices))]
 
 
 def _usage(dones: list[Done]) -> dict[str, Any]:
@@ -91,30 +157,36 @@ def _usage(dones: list[Done]) -> dict[str, Any]:
 
 
 async def _chunks(
-    streams: list[GenerationStream], head: dict[str, Any], echoed: list[str],
+    streams: list[GenerationStream], choices: list[_Choice], head: dict[str, Any],
     include_usage: bool, extras: Callable[[Done], dict[str, Any]] | None = None,
 ) -> AsyncIterator[bytes]:
-    def chunk(i: int, text: str, finish: str | None = None) -> bytes:
+    def chunk(i: int, text: str, logprobs: dict[str, Any] | None,
+              finish: str | None = None) -> bytes:
         payload: dict[str, Any] = {
             **head,
             "object": "text_completion",
-            "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": finish}],
+            "choices": [{"index": i, "text": text, "logprobs": logprobs,
+                         "finish_reason": finish}],
         }
         if include_usage:
             payload["usage"] = None
         return sse_data(payload)
 
-    for i, text in enumerate(echoed):
-        if text:
-            yield chunk(i, text)
+    for i, c in enumerate(choices):
+        if not c.scored:
+            text, _ = c.echo()
+            if text:
+                yield chunk(i, text, None)
     dones: list[Done] = []
     try:
         async for i, event in merge(streams):
-            if isinstance(event, Delta):
-                yield chunk(i, event.text)
+            if isinstance(event, PromptLogprobs):
+                yield chunk(i, *choices[i].echo(event))
+            elif isinstance(event, Delta):
+                yield chunk(i, *choices[i].delta(event))
             elif isinstance(event, Done):
                 dones.append(event)
-                yield chunk(i, "", finish_reason(event))
+                yield chunk(i, "", None, finish_reason(event))
         if include_usage or extras:
             final = {**head, "object": "text_completion", "choices": [], "usage": _usage(dones)}
             if extras and dones:

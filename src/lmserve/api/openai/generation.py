@@ -1,35 +1,17 @@
-"""Driving engine streams for the routes: collecting, merging, finish reasons."""
+"""Driving engine streams for the routes: merging them, naming their finish reasons."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
-from lmserve.engine import Delta, Done
+from lmserve.engine import Done
 from lmserve.engine.request import Event
 from lmserve.models import GenerationStream
 
 
 def finish_reason(done: Done) -> str:
     return "length" if done.finish_reason == "length" else "stop"
-
-
-async def collect(stream: GenerationStream) -> tuple[str, Done]:
-    parts: list[str] = []
-    async for event in stream:
-        if isinstance(event, Delta):
-            parts.append(event.text)
-        elif isinstance(event, Done):
-            return "".join(parts), event
-    raise RuntimeError("generation ended without a result")
-
-
-async def collect_all(streams: list[GenerationStream]) -> list[tuple[str, Done]]:
-    try:
-        return list(await asyncio.gather(*(collect(s) for s in streams)))
-    finally:
-        for s in streams:
-            s.cancel()
 
 
 async def merge(streams: list[GenerationStream]) -> AsyncIterator[tuple[int, Event]]:

@@ -225,6 +225,17 @@ class CompletionRequest(_Sampling):
     prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: int | None = 16  # OpenAI's default for text completions
     echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=20, description="Log-probabilities "
+                                 "of each token and of the N most likely at its place; "
+                                 "with echo, of the prompt's tokens too")
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _positive_or_unlimited(cls, v: int | None) -> int | None:
+        # 0 is allowed here, as in OpenAI's API: with echo and logprobs it scores a prompt.
+        if v is not None and v < 0 and v != -1:
+            raise ValueError("must be 0 or more, or -1 for no limit")
+        return v
 
     def token_limit(self) -> int | None:
         return None if self.max_tokens in (None, -1) else self.max_tokens
