@@ -38,3 +38,11 @@ def test_single_string_and_tokens(client):
 def test_empty_input_is_400(client):
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="m", input="")
+
+
+@pytest.mark.parametrize("tokens", [[1, 2, 999999], [[5, -1]]], ids=["too-large", "negative"])
+def test_token_ids_outside_the_vocabulary_are_400(client, tokens):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(model="m", input=tokens)
+    assert info.value.body["param"] == "input"
+    assert client.embeddings.create(model="m", input="still serving").data

@@ -30,6 +30,8 @@ BAD_BODIES = [
                  b'"stop": 5}', "stop", id="ill-typed-stop"),
     pytest.param(b'{"model": "", "messages": [{"role": "user", "content": "x"}]}',
                  "model", id="empty-model"),
+    pytest.param(b'{"model": "m", "messages": [{"role": "user", "content": "a\\ud800"}]}',
+                 "Unicode", id="lone-surrogate"),
     pytest.param(b'{"model": "m", "messages": [{"role": "user", "content": [{"type": '
                  b'"image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}',
                  "image_url", id="image-part"),

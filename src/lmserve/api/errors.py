@@ -65,6 +65,9 @@ def as_api_error(exc: Exception) -> APIError:
                         code="model_unavailable", headers={"Retry-After": "1"})
     if isinstance(exc, ChatTemplateError):
         return APIError(400, str(exc), param="messages", code="invalid_messages")
+    if isinstance(exc, UnicodeError):  # e.g. a lone surrogate escape in the JSON
+        return APIError(400, f"The request holds text that is not valid Unicode ({exc.reason}).",
+                        code="invalid_text")
     if isinstance(exc, ValueError):
         return APIError(400, str(exc))
     log.error("internal error", exc_info=exc)

@@ -33,6 +33,9 @@ def _inputs(body: EmbeddingRequest, model: Model) -> list[list[int]]:
         tokens = model.text_prompt(item) if isinstance(item, str) else list(item)
         if not tokens:
             raise APIError(400, "'input' must not contain empty strings.", param="input")
+        if any(not 0 <= t < model.llama.n_vocab for t in tokens):
+            raise APIError(400, f"Token ids in 'input' must be in [0, {model.llama.n_vocab}).",
+                           param="input")
         out.append(tokens)
     return out
 
