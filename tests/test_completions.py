@@ -1,5 +1,7 @@
 """POST /v1/completions: raw prompts, no template."""
 
+import httpx
+
 from tests.openapi_schema import validate
 
 
@@ -105,3 +107,40 @@ def test_streamed_echo_carries_the_prompt_scores_first(client):
     assert first.logprobs.token_logprobs[0] is None
     generated = [c.choices[0] for c in chunks[1:] if c.choices[0].text]
     assert generated and all(c.logprobs.tokens for c in generated)
+
+
+def test_a_natural_end_is_listed_as_its_token(client):
+    prompt = "<|im_start|>user\nReply with one word: yes or no?<|im_end|>\n<|im_start|>assistant\n"
+    reply = client.completions.create(model="m", prompt=prompt, max_tokens=20, temperature=0,
+                                      logprobs=1)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "stop"
+    assert choice.logprobs.tokens[-1] == "<|im_end|>"  # as OpenAI lists <|endoftext|>
+    assert "".join(choice.logprobs.tokens[:-1]) == choice.text
+    assert list(choice.logprobs.top_logprobs[-1]) == ["<|im_end|>"]
+
+
+def test_loglikelihood_requests_as_lm_eval_sends_them(server, client):
+    """lm-evaluation-harness's local-completions: token prompts in a batch, echo,
+    max_tokens 1, logprobs 1; it sums token_logprobs[ctxlen:-1]."""
+    def tokenize(text: str) -> list[int]:
+        return httpx.post(server.origin + "/api/v1/tokenize", timeout=10,
+                          json={"model": "m", "text": text}).json()["tokens"]
+
+    context = tokenize("The capital of France is")
+    choices = [tokenize(" Paris"), tokenize(" a banana")]
+    reply = client.completions.create(model="m", prompt=[context + c for c in choices],
+                                      max_tokens=1, logprobs=1, echo=True, temperature=0,
+                                      seed=1234)
+    scores = []
+    for choice, continuation in zip(sorted(reply.choices, key=lambda c: c.index), choices,
+                                    strict=True):
+        lp = choice.logprobs
+        assert len(lp.tokens) == len(context) + len(continuation) + 1
+        window = slice(len(context), -1)
+        scores.append(sum(lp.token_logprobs[window]))
+        greedy = all(v == max(top.values())
+                     for v, top in zip(lp.token_logprobs[window], lp.top_logprobs[window],
+                                       strict=True))
+        assert greedy == (continuation == choices[0])  # " Paris" is what it would say
+    assert scores[0] > scores[1]

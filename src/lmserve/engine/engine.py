@@ -371,10 +371,13 @@ class Engine:
     def _on_token(self, slot: Slot, token: int) -> None:
         if not slot.t_first:
             slot.t_first = time.perf_counter()
+        req = slot.req
         if self.model.is_eog(token):
+            if req.logprobs is not None and req.logprobs_of_end:
+                piece = self.model.token_bytes(token, special=True)
+                slot.logprobs.append(self._logprob(slot.i_batch, token, piece, req.logprobs))
             self._finish(slot, "stop")
             return
-        req = slot.req
         slot.n_generated += 1
         piece = self.model.token_bytes(token, special=req.render_special)
         if req.logprobs is not None:
@@ -439,7 +442,8 @@ class Engine:
         if top_n > 0:
             best = np.argpartition(-logprobs, top_n)[:top_n]
             best = best[np.argsort(-logprobs[best])]
-            top = tuple((int(t), self.model.token_bytes(int(t)), float(logprobs[t]))
+            top = tuple((int(t), self.model.token_bytes(int(t), special=True),
+                         float(logprobs[t]))
                         for t in best)
         return TokenLogprob(token, piece, float(logprobs[token]), top)
 

@@ -100,6 +100,7 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     logprobs: int | None = None  # None: none; N: the sampled token's and the top N
     prompt_logprobs: int | None = None  # the same for every prompt token (scoring)
+    logprobs_of_end: bool = False  # list the end-of-generation token too (legacy completions)
     render_special: bool = False  # show control tokens (tool-call markers) in the text
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: bool = False

@@ -143,6 +143,7 @@ class Model:
         stop: list[str],
         logprobs: int | None = None,
         prompt_logprobs: int | None = None,
+        logprobs_of_end: bool = False,
         render_special: bool = False,
     ) -> GenerationStream:
         """Submits the request now: queue and context errors raise here, before streaming."""
@@ -155,7 +156,7 @@ class Model:
 
         req = GenerationRequest(prompt, sampling, emit, max_tokens=max_tokens, stop=stop,
                                 logprobs=logprobs, prompt_logprobs=prompt_logprobs,
-                                render_special=render_special)
+                                logprobs_of_end=logprobs_of_end, render_special=render_special)
         self.engine.submit(req)
         return GenerationStream(self.engine, req, queue)
 

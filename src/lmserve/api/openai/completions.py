@@ -62,7 +62,9 @@ async def _create(body: CompletionRequest, request: Request, manager: ModelManag
             streams.append(model.generate(
                 prompt, body.sampling_params(), max_tokens=body.token_limit(),
                 stop=body.stop_list(), logprobs=body.logprobs,
-                prompt_logprobs=body.logprobs if scoring else None))
+                prompt_logprobs=body.logprobs if scoring else None,
+                # As in OpenAI's legacy API: a natural end shows up as its token.
+                logprobs_of_end=True))
     except Exception:
         for s in streams:
             s.cancel()
