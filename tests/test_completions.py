@@ -121,11 +121,11 @@ def test_a_natural_end_is_listed_as_its_token(client):
 
 
 def test_loglikelihood_requests_as_lm_eval_sends_them(server, client):
-    """lm-evaluation-harness's local-completions: token prompts in a batch, echo,
-    max_tokens 1, logprobs 1; it sums token_logprobs[ctxlen:-1]."""
+    """lm-evaluation-harness's local-completions with its remote tokenizer: token
+    prompts in a batch, echo, max_tokens 1, logprobs 1; it sums token_logprobs[ctxlen:-1]."""
     def tokenize(text: str) -> list[int]:
-        return httpx.post(server.origin + "/api/v1/tokenize", timeout=10,
-                          json={"model": "m", "text": text}).json()["tokens"]
+        return httpx.post(server.origin + "/tokenize", timeout=10,
+                          json={"prompt": text, "add_special_tokens": False}).json()["tokens"]
 
     context = tokenize("The capital of France is")
     choices = [tokenize(" Paris"), tokenize(" a banana")]

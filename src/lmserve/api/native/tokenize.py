@@ -1,4 +1,10 @@
-"""POST /api/v1/tokenize and /api/v1/detokenize: the loaded model's tokenizer."""
+"""The models' tokenizers over HTTP.
+
+`/api/v1/tokenize` and `/api/v1/detokenize` are lmserve's own. `/tokenize`,
+`/detokenize` and `/tokenizer_info` at the root answer in the shapes vLLM serves them,
+which is what lm-evaluation-harness's remote tokenizer reads: with them it evaluates a
+GGUF model through `/v1/completions` without a Hugging Face tokenizer of its own.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from lmserve.api.deps import get_manager
 from lmserve.api.errors import APIError
-from lmserve.models import ModelManager
+from lmserve.models import Model, ModelManager
 
 router = APIRouter()
 
@@ -42,7 +48,56 @@ async def tokenize(body: TokenizeRequest,
 async def detokenize(body: DetokenizeRequest,
                      manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
     model = await manager.resolve(body.model)
-    if any(t < 0 or t >= model.llama.n_vocab for t in body.tokens):
+    return {"model": model.id, "text": _text_of(model, body.tokens)}
+
+
+def _text_of(model: Model, tokens: list[int]) -> str:
+    if any(t < 0 or t >= model.llama.n_vocab for t in tokens):
         raise APIError(400, f"Token ids must be in [0, {model.llama.n_vocab}).",
                        param="tokens")
-    return {"model": model.id, "text": model.llama.detokenize(body.tokens)}
+    return model.llama.detokenize(tokens)
+
+
+# -- vLLM's shapes -------------------------------------------------------------------------
+
+# No model named: the one loaded model serves, as for any unknown name.
+_LOADED = ""
+
+
+class RootTokenizeRequest(BaseModel):
+    model: str = _LOADED
+    prompt: str
+    add_special_tokens: bool = True
+
+
+class RootDetokenizeRequest(BaseModel):
+    model: str = _LOADED
+    tokens: list[int]
+
+
+@router.post("/tokenize")
+async def root_tokenize(body: RootTokenizeRequest,
+                        manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
+    model = await manager.resolve(body.model)
+    tokens = model.llama.tokenize(body.prompt, add_special=body.add_special_tokens,
+                                  parse_special=True)
+    return {"count": len(tokens), "max_model_len": model.context_length, "tokens": tokens,
+            "token_strs": None}
+
+
+@router.post("/detokenize")
+async def root_detokenize(body: RootDetokenizeRequest,
+                          manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
+    model = await manager.resolve(body.model)
+    return {"prompt": _text_of(model, body.tokens)}
+
+
+@router.get("/tokenizer_info")
+async def tokenizer_info(model: str = _LOADED,
+                         manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
+    m = await manager.resolve(model)
+    template = m.template
+    return {"tokenizer_class": "GGUF", "model": m.id,
+            "bos_token": template.bos_token or None, "eos_token": template.eos_token or None,
+            "pad_token": None, "chat_template": m.llama.chat_template,
+            "model_max_length": m.context_length}
