@@ -41,6 +41,16 @@ def test_token_prompt_and_echo(client):
     assert reply.choices[0].text.startswith("Hello there")
 
 
+def test_text_offsets_point_into_the_text(client):
+    reply = client.completions.create(model="m", prompt="Hello there", max_tokens=3,
+                                      temperature=0, echo=True, logprobs=0,
+                                      extra_body={"ignore_eos": True})
+    choice = reply.choices[0]
+    lp = choice.logprobs
+    for token, offset in zip(lp.tokens, lp.text_offset, strict=True):
+        assert choice.text[offset:offset + len(token)] == token
+
+
 def test_logprobs_of_generated_tokens(client):
     reply = client.completions.create(model="m", prompt="The capital of France is",
                                       max_tokens=6, temperature=0, logprobs=3)
