@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,6 +65,10 @@ class ServerProcess:
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def cancelled(self) -> list[int]:
+        """Generated token counts of the requests the engine has cancelled, in order."""
+        return [int(n) for n in re.findall(r"cancelled: .*? generated (\d+) tok", self.log())]
 
     def stop(self) -> int:
         if self.proc.poll() is None:

@@ -2,7 +2,6 @@
 cancellation, through the real server."""
 
 import asyncio
-import re
 import socket
 import time
 
@@ -71,16 +70,11 @@ def test_repeated_system_prompt_reuses_the_cache(client):
     assert usage[1].prompt_tokens_details.cached_tokens >= usage[0].prompt_tokens - 20
 
 
-def _cancelled_lines(log: str) -> list[int]:
-    """Generated token counts of the requests the engine cancelled."""
-    return [int(n) for n in re.findall(r"cancelled: .*? generated (\d+) tok", log)]
-
-
 def test_clients_that_disconnect_mid_stream_free_their_slots(server):
     body = {"model": "m", "stream": True, "max_tokens": 2000, "temperature": 0.8,
             "ignore_eos": True,
             "messages": [{"role": "user", "content": "Write a very long story about a ship."}]}
-    before = len(_cancelled_lines(server.log()))
+    before = len(server.cancelled())
 
     async def read_a_little_then_hang_up(i: int) -> None:
         async with httpx.AsyncClient(timeout=60) as http:
@@ -99,7 +93,7 @@ def test_clients_that_disconnect_mid_stream_free_their_slots(server):
     status = server.wait_idle(timeout=10)
     model = status["models"][0]
     assert model["busy_slots"] == 0 and model["queued"] == 0, status
-    cancelled = _cancelled_lines(server.log())[before:]
+    cancelled = server.cancelled()[before:]
     assert len(cancelled) == 10
     # Each stopped within a tick or two of its client leaving, far from max_tokens.
     assert max(cancelled) < 200, cancelled
@@ -112,7 +106,7 @@ def test_clients_that_disconnect_mid_stream_free_their_slots(server):
 
 
 def test_non_streaming_client_that_disconnects_frees_its_slot(server):
-    before = len(_cancelled_lines(server.log()))
+    before = len(server.cancelled())
     payload = (b'{"model":"m","max_tokens":3000,"temperature":0.8,"ignore_eos":true,"messages":'
                b'[{"role":"user","content":"Write a very long story about a forest."}]}')
     request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
@@ -126,4 +120,4 @@ def test_non_streaming_client_that_disconnects_frees_its_slot(server):
             time.sleep(0.05)
     status = server.wait_idle(timeout=10)
     assert status["models"][0]["busy_slots"] == 0
-    assert len(_cancelled_lines(server.log())[before:]) == 1
+    assert len(server.cancelled()[before:]) == 1

@@ -2,7 +2,6 @@
 a bad request, and a client that aborts mid-stream."""
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,14 +11,10 @@ import pytest
 NODE_DIR = Path(__file__).resolve().parent / "node"
 
 
-def _cancelled(log: str) -> list[int]:
-    return [int(n) for n in re.findall(r"cancelled: .*? generated (\d+) tok", log)]
-
-
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
 def test_node_sdk_session(server):
     assert (NODE_DIR / "node_modules" / "openai").is_dir(), "run `make install-test`"
-    before = len(_cancelled(server.log()))
+    before = len(server.cancelled())
     run = subprocess.run(["node", "sdk_session.mjs", server.base_url], cwd=NODE_DIR,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
@@ -39,6 +34,6 @@ def test_node_sdk_session(server):
                                    "param": "messages"}
     assert seen["chunks_before_abort"] == 3
     server.wait_idle()
-    cancelled = _cancelled(server.log())[before:]
+    cancelled = server.cancelled()[before:]
     assert len(cancelled) == 1 and cancelled[0] < 500  # the abort reached the engine
     assert seen["after_abort"] in ("stop", "length")

@@ -98,22 +98,27 @@ class _Choice:
             {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
             if logprobs else None)
         self._offset = 0
-        self.scored = echo and logprobs  # the echoed prompt waits for its logprobs
         self._echo = model.llama.detokenize(prompt) if echo else ""
-        # Nothing predicts the first prompt token: it is listed without a logprob.
-        self._first = model.llama.token_bytes(prompt[0], special=True)
+        # A scored prompt is echoed with its logprobs, when they arrive; nothing predicts
+        # its first token, which is listed without one.
+        self._scored = echo and logprobs
+        self._first = model.llama.token_bytes(prompt[0], special=True) if self._scored else b""
 
-    def echo(self, scored: PromptLogprobs | None = None) -> tuple[str, dict[str, Any] | None]:
-        """The prompt as the choice's first text, with its logprobs when it was scored."""
-        lps = None
-        if scored is not None:
-            lps = self._add([self._first, *scored.logprobs])
+    def start(self) -> str:
+        """Text to send before any event: the echoed prompt, unless it waits for scores."""
+        if self._scored or not self._echo:
+            return ""
         self.text += self._echo
-        return self._echo, lps
+        return self._echo
 
-    def delta(self, delta: Delta) -> tuple[str, dict[str, Any] | None]:
-        self.text += delta.text
-        return delta.text, self._add(delta.logprobs) if self.logprobs is not None else None
+    def take(self, event: Delta | PromptLogprobs) -> tuple[str, dict[str, Any] | None]:
+        """The text and logprobs an event adds to this choice."""
+        if isinstance(event, PromptLogprobs):
+            text, entries = self._echo, [self._first, *event.logprobs]
+        else:
+            text, entries = event.text, event.logprobs
+        self.text += text
+        return text, self._add(entries) if self.logprobs is not None else None
 
     def _add(self, entries: Sequence[TokenLogprob | bytes]) -> dict[str, Any]:
         part: dict[str, list] = {k: [] for k in self.logprobs}
@@ -141,15 +146,12 @@ def _token_text(piece: bytes) -> str:
 async def _collect(streams: list[GenerationStream], choices: list[_Choice]) -> list[Done]:
     dones: dict[int, Done] = {}
     for c in choices:
-        if not c.scored:
-            c.echo()
+        c.start()
     async for i, event in merge(streams):
-        if isinstance(event, PromptLogprobs):
-            choices[i].echo(event)
-        elif isinstance(event, Delta):
-            choices[i].delta(event)
-        elif isinstance(event, Done):
+        if isinstance(event, Done):
             dones[i] = event
+        else:
+            choices[i].take(event)
     return [dones[i] for i in range(len(choices))]
 
 
@@ -175,20 +177,16 @@ async def _chunks(
         return sse_data(payload)
 
     for i, c in enumerate(choices):
-        if not c.scored:
-            text, _ = c.echo()
-            if text:
-                yield chunk(i, text, None)
+        if text := c.start():
+            yield chunk(i, text, None)
     dones: list[Done] = []
     try:
         async for i, event in merge(streams):
-            if isinstance(event, PromptLogprobs):
-                yield chunk(i, *choices[i].echo(event))
-            elif isinstance(event, Delta):
-                yield chunk(i, *choices[i].delta(event))
-            elif isinstance(event, Done):
+            if isinstance(event, Done):
                 dones.append(event)
                 yield chunk(i, "", None, finish_reason(event))
+            else:
+                yield chunk(i, *choices[i].take(event))
         if include_usage or extras:
             final = {**head, "object": "text_completion", "choices": [], "usage": _usage(dones)}
             if extras and dones:
