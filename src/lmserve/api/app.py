@@ -18,6 +18,7 @@ from lmserve.api.native import downloads, logs, status, tokenize
 from lmserve.api.native import models as native_models
 from lmserve.api.native.logs import LogBroadcaster
 from lmserve.api.openai import chat, completions, embeddings, models, responses
+from lmserve.api.openapi import install_openapi
 from lmserve.models import ModelManager
 
 
@@ -48,6 +49,7 @@ def create_app(
     for module in (chat, completions, embeddings, models, status, tokenize, messages,
                    responses, native_models, downloads, logs):
         app.include_router(module.router)
+    install_openapi(app)
     app.add_middleware(JSONBodies)
     if cors:
         app.add_middleware(OpenCORS)
