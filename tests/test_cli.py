@@ -16,6 +16,8 @@ def _lmserve(*args, env, timeout=180):
 
 def test_detached_server_lifecycle():
     env = {**os.environ, "LMSERVE_HOME": tempfile.mkdtemp(prefix="lmserve-cli-")}
+    set_threads = _lmserve("config", "set", "server.threads", "1", env=env)
+    assert set_threads.returncode == 0, set_threads.stderr
     assert _lmserve("server", "status", env=env).returncode == 1
 
     started = _lmserve("server", "start", "--detach", "--port", "0", "--parallel", "2",
@@ -29,12 +31,14 @@ def test_detached_server_lifecycle():
         assert info["running"] is True
         assert info["models"][0]["id"] == "huggingfacetb/smollm2-135m-instruct"
         assert info["models"][0]["parallel"] == 2
+        assert info["models"][0]["threads"] == 1  # from the config file
         r = httpx.get(info["base_url"].replace("localhost", "127.0.0.1") + "/models",
                       timeout=10)
         assert r.status_code == 200
 
         human = _lmserve("server", "status", env=env)
         assert "running at" in human.stdout and "0/2 slots busy" in human.stdout
+        assert "1 thread" in human.stdout
 
         again = _lmserve("server", "start", "--detach", "--port", "0", env=env)
         assert again.returncode == 1 and "already running" in again.stdout

@@ -47,9 +47,9 @@ def test_defaults_when_there_is_no_file(isolated: Path) -> None:
     assert cfg == Config()
     assert cfg.to_dict() == {
         "server": {"port": 1234, "host": "127.0.0.1", "cors": True, "context_length": 4096,
-                   "parallel": 4, "max_queue": 64},
+                   "parallel": 4, "max_queue": 64, "threads": 0},
         "models": {"dir": str(isolated / "models"), "jit": True, "ttl_seconds": 3600,
-                   "max_loaded": 0, "memory_budget_mb": 0},
+                   "max_loaded": 0, "memory_budget_mb": 0, "default": ""},
     }
     assert config.config_file() == isolated / "config.toml"
     assert not config.config_file().exists()  # reading never creates the file
@@ -69,10 +69,12 @@ def test_models_dir_default_follows_env(tmp_path: Path, monkeypatch: pytest.Monk
     ("server.context_length", "8192", 8192),
     ("server.parallel", "1", 1),
     ("server.max_queue", "0", 0),
+    ("server.threads", "2", 2),
     ("models.jit", "off", False),
     ("models.ttl_seconds", "0", 0),
     ("models.max_loaded", "3", 3),
     ("models.memory_budget_mb", "2048", 2048),
+    ("models.default", "google/gemma-3-270m", "google/gemma-3-270m"),
 ])
 def test_set_value_parses_saves_and_reloads(key: str, raw: str, expected: object) -> None:
     cfg = config.set_value(key, raw)
@@ -113,6 +115,7 @@ def test_set_values_accumulate() -> None:
     ("server.parallel", "0"),
     ("server.context_length", "0"),
     ("server.max_queue", "-3"),
+    ("server.threads", "-1"),
     ("server.cors", "maybe"),
     ("server.host", ""),
     ("server.host", "local host"),

@@ -1,3 +1,3 @@
-from lmserve.cli import app
+from lmserve.cli import main
 
-app()
+main()

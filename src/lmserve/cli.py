@@ -14,6 +14,7 @@ import httpx
 import typer
 
 from lmserve import __version__, config
+from lmserve.client import CommandError
 from lmserve.commands import (
     chat_cmd,
     config_cmd,
@@ -53,6 +54,15 @@ service_app.command("uninstall")(service_cmd.service_uninstall)
 service_app.command("status")(service_cmd.service_status)
 
 
+def main() -> None:
+    """The `lmserve` entry point: expected failures are one line on stderr, not a traceback."""
+    try:
+        app()
+    except CommandError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"lmserve {__version__}")
@@ -60,7 +70,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(
+def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
 ) -> None:
@@ -83,7 +93,8 @@ def server_start(
                                                  "[default: configured, 4]", min=1)] = None,
     max_queue: Annotated[int | None, typer.Option(help="Requests that may wait for a slot "
                                                   "before new ones get 503", min=0)] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads [default: all cores]")]
+    threads: Annotated[int | None, typer.Option(help="CPU threads per model "
+                                                "[default: configured, all cores]", min=1)]
     = None,
     cors: Annotated[bool | None, typer.Option("--cors/--no-cors", help="Allow browser pages "
                                               "from any origin [default: configured, on]")]
@@ -183,7 +194,8 @@ def server_status(
         typer.echo(f"The server is running at {state['base_url']} (pid {state['pid']}).")
         for m in (info or {}).get("models", []):
             typer.echo(f"  {m['id']}: {m['busy_slots']}/{m['parallel']} slots busy, "
-                       f"{m['queued']} queued, context {m['context_length']}")
+                       f"{m['queued']} queued, context {m['context_length']}, "
+                       f"{m['threads']} thread{'s' if m['threads'] != 1 else ''}")
     raise typer.Exit(0 if state else 1)
 
 
@@ -197,7 +209,7 @@ def server_stop(
     state = read_state()
     if not state:
         typer.echo("The server is not running.")
-        return
+        raise typer.Exit(1)
     pid = int(state["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout

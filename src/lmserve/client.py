@@ -1,4 +1,7 @@
-"""How the CLI reaches a running server: address, errors, JSON and SSE."""
+"""How the CLI reaches a running server: address, errors, JSON and SSE.
+
+Every failure a user can expect (no server, wrong port, timeout, an error answer) is
+raised as a `CommandError`, which the command line prints as one line."""
 
 from __future__ import annotations
 
@@ -7,13 +10,24 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import typer
 
 from lmserve import config
 
 
-class ServerUnreachableError(RuntimeError):
+class CommandError(Exception):
+    """An expected failure of a command: shown as its message alone, exit status 1."""
+
+
+class ServerUnreachableError(CommandError):
     pass
+
+
+class ServerRequestError(CommandError):
+    """The server answered with an error; the message is the server's own."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def server_origin(host: str | None, port: int | None) -> str:
@@ -26,7 +40,10 @@ def server_origin(host: str | None, port: int | None) -> str:
             host = host or state["host"]
             port = port or int(state["port"])
         else:
-            cfg = config.load_config()
+            try:
+                cfg = config.load_config()
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
             host = host or cfg.server.host
             port = port or cfg.server.port
     if host in ("0.0.0.0", "::"):
@@ -40,22 +57,20 @@ class ServerClient:
     def __init__(self, host: str | None = None, port: int | None = None,
                  timeout: float = 600) -> None:
         self.origin = server_origin(host, port)
+        self.timeout = timeout
         self._http = httpx.Client(base_url=self.origin, timeout=timeout)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             r = self._http.request(method, path, **kwargs)
-        except httpx.ConnectError as exc:
-            raise ServerUnreachableError(
-                f"No lmserve server at {self.origin}. Start one with `lmserve server start`."
-            ) from exc
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
         if r.status_code >= 400:
-            try:
-                message = r.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = r.text
-            raise typer.BadParameter(message) if r.status_code < 500 else RuntimeError(message)
-        return r.json()
+            raise self._answer_error(r)
+        try:
+            return r.json()
+        except ValueError:
+            raise self._not_lmserve(r) from None
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)
@@ -63,18 +78,47 @@ class ServerClient:
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self.request("POST", path, json=body)
 
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
     def events(self, path: str, body: dict[str, Any] | None = None) -> Iterator[Any]:
-        """The JSON payloads of a Server-Sent Events stream."""
+        """The JSON payloads of a Server-Sent Events stream; an error event raises."""
         method = "POST" if body is not None else "GET"
         try:
             with self._http.stream(method, path, json=body, timeout=None) as r:
                 if r.status_code >= 400:
                     r.read()
-                    raise RuntimeError(r.json().get("error", {}).get("message", r.text))
+                    raise self._answer_error(r)
                 for line in r.iter_lines():
                     if line.startswith("data: ") and line != "data: [DONE]":
-                        yield json.loads(line[6:])
-        except httpx.ConnectError as exc:
-            raise ServerUnreachableError(
-                f"No lmserve server at {self.origin}. Start one with `lmserve server start`."
-            ) from exc
+                        event = json.loads(line[6:])
+                        if isinstance(event, dict) and isinstance(event.get("error"), dict):
+                            raise ServerRequestError(str(event["error"].get("message")), 200)
+                        yield event
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+
+    # -- what went wrong, in one line -----------------------------------------------------
+
+    def _transport_error(self, exc: httpx.TransportError) -> CommandError:
+        if isinstance(exc, httpx.ConnectError):
+            return ServerUnreachableError(
+                f"No lmserve server at {self.origin}. Start one with `lmserve server start`.")
+        if isinstance(exc, httpx.TimeoutException):
+            return ServerUnreachableError(
+                f"The server at {self.origin} did not answer within {self.timeout:.0f} s.")
+        reason = str(exc) or type(exc).__name__
+        return ServerUnreachableError(f"Lost the connection to {self.origin}: {reason}.")
+
+    def _answer_error(self, r: httpx.Response) -> CommandError:
+        try:
+            message = r.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            return self._not_lmserve(r)
+        return ServerRequestError(str(message), r.status_code)
+
+    def _not_lmserve(self, r: httpx.Response) -> CommandError:
+        return ServerRequestError(
+            f"The server at {self.origin} answered {r.request.method} {r.request.url.path} "
+            f"with HTTP {r.status_code} but not as lmserve does: is it an lmserve server?",
+            r.status_code)

@@ -88,6 +88,7 @@ class ServerConfig:
     context_length: int = 4096
     parallel: int = 4
     max_queue: int = 64
+    threads: int = 0  # CPU threads per model; 0 = all cores
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class ModelsConfig:
     ttl_seconds: int = 3600  # idle time before a JIT-loaded model is unloaded; 0 = never
     max_loaded: int = 0  # 0 = no limit
     memory_budget_mb: int = 0  # 0 = no limit
+    default: str = ""  # the model serving names that match no model; "" = the one loaded at start
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,13 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "server.context_length": (1, None),
     "server.parallel": (1, None),
     "server.max_queue": (0, None),
+    "server.threads": (0, None),
     "models.ttl_seconds": (0, None),
     "models.max_loaded": (0, None),
     "models.memory_budget_mb": (0, None),
 }
+
+_MAY_BE_EMPTY = {"models.default"}
 
 _TYPE_NAMES: dict[type, str] = {int: "an integer", bool: "true or false", str: "a string",
                                 Path: "a path (string)"}
@@ -167,7 +172,7 @@ def _check_range(key: str, value: Any) -> str | None:
         if value < low or (high is not None and value > high):
             return f"must be {'at least' if high is None else 'between'} {low}" + (
                 f" and {high}" if high is not None else "")
-    elif isinstance(value, str) and not value.strip():
+    elif isinstance(value, str) and not value.strip() and key not in _MAY_BE_EMPTY:
         return "must not be empty"
     elif key == "server.host" and any(ch.isspace() for ch in value):
         return "must not contain spaces"
@@ -302,6 +307,7 @@ def settings_from_config(cfg: Config, **overrides: Any) -> ServerSettings:
         "parallel": cfg.server.parallel,
         "max_queue": cfg.server.max_queue,
         "cors": cfg.server.cors,
+        "threads": cfg.server.threads or None,
     }
     values.update({name: value for name, value in overrides.items() if value is not None})
     return ServerSettings(**values)

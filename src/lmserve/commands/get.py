@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from lmserve import config
-from lmserve.models.download import (
-    DownloadError,
-    DownloadPlan,
-    download,
-    human_size,
-    is_downloaded,
-    parse_source,
-    plan_download,
-)
+
+if TYPE_CHECKING:
+    from lmserve.models.download import DownloadPlan
 
 
 def _default_models_dir() -> Path:
@@ -36,6 +30,15 @@ def get(
                                           "and stop.")] = False,
 ) -> None:
     """Download a GGUF model from the Hugging Face Hub (resumes interrupted downloads)."""
+    # Imported here: the model layer loads llama.cpp, which every other command can skip.
+    from lmserve.models.download import (
+        DownloadError,
+        download,
+        is_downloaded,
+        parse_source,
+        plan_download,
+    )
+
     try:
         spec = parse_source(source)
     except ValueError as e:
@@ -67,6 +70,8 @@ def get(
 
 
 def _print_plan(plan: DownloadPlan, root: Path) -> None:
+    from lmserve.models.download import human_size
+
     typer.echo(f"{plan.repo_id} (revision {plan.revision[:12]}):")
     for f in plan.files:
         typer.echo(f"  {f.path}  {human_size(f.size)}")

@@ -29,6 +29,7 @@ async def status(request: Request, manager: ModelManager = Depends(get_manager))
             "path": str(model.path),
             "context_length": engine.n_ctx_slot,
             "parallel": len(engine.slots),
+            "threads": model.engine.n_threads,
             "busy_slots": engine.busy,
             "queued": engine.queued,
             "slots": [asdict(s) for s in engine.slots],
