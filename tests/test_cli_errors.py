@@ -103,3 +103,19 @@ def test_help_shows_flags_without_a_value_type(env: dict[str, str]) -> None:
         assert result.returncode == 0
         assert "--help" in result.stdout and "<bool>" not in result.stdout
         assert "BOOLEAN" not in result.stdout
+
+
+def test_rm_without_a_server_removes_from_disk(env: dict[str, str], tmp_path) -> None:
+    from lmserve.models.bundled import bundled_model_path
+
+    lib = {**env, "LMSERVE_MODELS_DIR": str(tmp_path)}
+    imported = _lmserve("import", str(bundled_model_path()), "--mode", "symlink",
+                        "--publisher", "me", env=lib)
+    assert imported.returncode == 0, imported.stderr
+    port = str(_free_port())
+    removed = _lmserve("rm", "me/smollm2-135m-instruct", "--yes", "--port", port, env=lib)
+    assert removed.returncode == 0, removed.stderr
+    assert not any(tmp_path.iterdir())
+    _assert_one_line_failure(_lmserve("rm", "me/smollm2-135m-instruct", "--yes", "--port",
+                                      port, env=lib),
+                             "No model 'me/smollm2-135m-instruct' in the library.")

@@ -3,9 +3,11 @@ eviction that spares busy models, a real embedding model, and the CLI against it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -18,6 +20,7 @@ import pytest
 
 from lmserve.convert import convert_bert_folder
 from lmserve.models.gemma import GEMMA_KEY, assemble_gemma
+from tests.openapi_schema import validate
 from tests.server_process import ServerProcess
 
 SMOL = "huggingfacetb/smollm2-135m-instruct"
@@ -99,11 +102,79 @@ def test_jit_load_and_routing_by_id(multi):
     assert loaded[GEMMA_KEY]["config"]["ttl"] == 3600  # JIT loads get the default TTL
 
 
-def test_unknown_model_is_404_when_several_are_loaded(multi):
-    _client(multi).completions.create(model=GEMMA_KEY, prompt="x", max_tokens=1)
-    with pytest.raises(openai.NotFoundError) as info:
-        _client(multi).completions.create(model="no/such-model", prompt="x", max_tokens=1)
-    assert info.value.body["code"] == "model_not_found"
+def test_unknown_names_go_to_the_default_model_when_several_are_loaded(multi):
+    client = _client(multi)
+    client.completions.create(model=GEMMA_KEY, prompt="x", max_tokens=1)
+    assert {SMOL, GEMMA_KEY} <= set(_ps(multi))
+    reply = client.completions.create(model="local-model", prompt="x", max_tokens=1)
+    assert reply.model == SMOL  # the model loaded at start is the default
+    assert f"model 'local-model' matches no model: served by {SMOL}" in multi.log()
+
+    listed = client.models.list()
+    validate(listed.model_dump(), "ListModelsResponse")
+    assert {m.id: m.model_extra["default"] for m in listed.data}[SMOL] is True
+    assert [m.id for m in listed.data if m.model_extra["default"]] == [SMOL]
+    retrieved = client.models.retrieve("local-model")  # answered as inference would
+    assert retrieved.id == SMOL
+    validate(retrieved.model_dump(), "Model")
+
+    # `lmserve default` switches it on the running server and saves it.
+    switched = _lmserve(multi, "default", GEMMA_KEY)
+    try:
+        assert switched.returncode == 0, switched.stderr
+        assert f"The default model is now {GEMMA_KEY}" in switched.stdout
+        assert f'default = "{GEMMA_KEY}"' in (multi.home / "config.toml").read_text()
+        assert _lmserve(multi, "default").stdout.strip() == GEMMA_KEY
+        assert f"{GEMMA_KEY} (default)" in _lmserve(multi, "ls").stdout
+        httpx.post(multi.origin + "/api/v1/models/unload", json={"model": GEMMA_KEY},
+                   timeout=60)
+        # Not loaded: the default is loaded just in time for a name matching no model.
+        reply = client.completions.create(model="local-model", prompt="x", max_tokens=1)
+        assert reply.model == GEMMA_KEY and GEMMA_KEY in _ps(multi)
+    finally:
+        assert _lmserve(multi, "default", SMOL).returncode == 0
+
+    unknown = _lmserve(multi, "default", "no/such-model")
+    assert unknown.returncode == 1
+    assert "The model 'no/such-model' does not exist" in unknown.stderr
+
+
+def test_a_load_with_a_new_configuration_reloads_after_in_flight_requests(multi):
+    client = _client(multi)
+    load = multi.origin + "/api/v1/models/load"
+    body = {"model": GEMMA_KEY, "context_length": 512, "echo_load_config": True}
+    first = httpx.post(load, json=body, timeout=120).json()
+    assert first["load_config"]["context_length"] == 512
+    results: list[str] = []
+
+    def long_generation() -> None:
+        stream = client.completions.create(model=GEMMA_KEY, prompt="Once upon a time",
+                                           max_tokens=60, temperature=0.8, stream=True,
+                                           extra_body={"ignore_eos": True})
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].finish_reason:
+                results.append(chunk.choices[0].finish_reason)
+
+    worker = threading.Thread(target=long_generation)
+    worker.start()
+    _wait_until_generating(multi, GEMMA_KEY)
+    reloaded = httpx.post(load, json={**body, "context_length": 768}, timeout=120).json()
+    worker.join(60)
+    assert results == ["length"]  # the request in flight ran to its end first
+    assert reloaded["status"] == "reloaded" and reloaded["instance_id"] == GEMMA_KEY
+    assert reloaded["load_config"]["context_length"] == 768
+    assert _ps(multi)[GEMMA_KEY]["config"]["context_length"] == 768
+
+    same = httpx.post(load, json={**body, "context_length": 768}, timeout=120).json()
+    assert same["status"] == "already_loaded"
+    cli = _lmserve(multi, "load", GEMMA_KEY, "--parallel", "1")
+    assert cli.returncode == 0, cli.stderr
+    assert f"Reloaded {GEMMA_KEY} with a new configuration (context 768, 1 slots)" \
+        in cli.stdout
+    assert "already loaded (context 768, 1 slots)" in \
+        _lmserve(multi, "load", GEMMA_KEY, "--parallel", "1").stdout
+    reply = client.completions.create(model=GEMMA_KEY, prompt="Hi", max_tokens=2)
+    assert reply.model == GEMMA_KEY
 
 
 def test_load_is_idempotent_unless_a_new_identifier_is_asked(multi):
@@ -186,15 +257,21 @@ def test_log_stream_follows_the_server(multi):
     proc = subprocess.Popen(
         [sys.executable, "-m", "lmserve", "log", "stream", "--json", "--port", str(multi.port)],
         env=multi.env, stdout=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout],
+                     daemon=True).start()
     try:
-        time.sleep(1.5)  # let it connect
-        _client(multi).completions.create(model=SMOL, prompt="Hello", max_tokens=2)
-        line = ""
-        deadline = time.monotonic() + 20
-        while "request" not in line:
-            assert time.monotonic() < deadline
-            line = proc.stdout.readline()
-        entry = json.loads(line)
+        # Requests until one is seen: the stream may connect after the first has ended.
+        deadline = time.monotonic() + 60
+        seen = None
+        while seen is None:
+            assert time.monotonic() < deadline, "no request line reached the log stream"
+            _client(multi).completions.create(model=SMOL, prompt="Hello", max_tokens=2)
+            with contextlib.suppress(queue.Empty):
+                while seen is None:
+                    line = lines.get(timeout=2)
+                    seen = line if "request" in line else None
+        entry = json.loads(seen)
         assert entry["logger"] == "lmserve.engine" and "tok/s" in entry["message"]
     finally:
         proc.terminate()
@@ -318,6 +395,46 @@ def test_import_command(multi, tmp_path):
     assert (tmp_path / "me" / "SmolLM2-135M-Instruct").is_dir()
     again = run(source, "--mode", "symlink", "--publisher", "me")
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_remove_a_model(multi, library):
+    from lmserve.models.bundled import bundled_model_path
+
+    def import_copy() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lmserve", "import",
+                               str(bundled_model_path()), "--mode", "symlink",
+                               "--publisher", "me", "--models-dir", str(library)],
+                              env=multi.env, capture_output=True, text=True, timeout=60)
+
+    key = "me/smollm2-135m-instruct"
+    assert import_copy().returncode == 0
+    declined = subprocess.run([sys.executable, "-m", "lmserve", "rm", key, "--port",
+                               str(multi.port)], input="n\n", env=multi.env,
+                              capture_output=True, text=True, timeout=60)
+    assert declined.returncode == 1 and (library / "me").is_dir()
+
+    _client(multi).completions.create(model=key, prompt="Hi", max_tokens=1)  # JIT-loaded
+    refused = _lmserve(multi, "rm", key, "--yes")
+    assert refused.returncode == 1
+    assert f"Error: The model '{key}' is loaded (as {key}): unload it first." \
+        == refused.stderr.strip()
+    httpx.post(multi.origin + "/api/v1/models/unload", json={"model": key}, timeout=60)
+
+    removed = _lmserve(multi, "rm", key, "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.startswith(f"Removed {key} (")
+    assert not (library / "me").exists()  # its emptied folders go too
+    assert bundled_model_path().is_file()  # a symlink goes, not what it points to
+    assert key not in {m["key"] for m in json.loads(_lmserve(multi, "ls", "--json").stdout)}
+    again = import_copy()  # the same file imports again after a remove
+    assert again.returncode == 0, again.stderr
+
+    r = httpx.delete(f"{multi.origin}/api/v1/models/{key}", timeout=60)
+    assert r.status_code == 200 and r.json()["deleted"] == key
+    r = httpx.delete(f"{multi.origin}/api/v1/models/{key}", timeout=60)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    r = httpx.delete(f"{multi.origin}/api/v1/models/{SMOL}", timeout=60)  # the bundled file
+    assert r.status_code in (400, 409) and r.json()["error"]["message"]
 
 
 def test_memory_budget_evicts_the_least_recently_used_idle_model(library, tmp_path_factory):

@@ -4,6 +4,7 @@ import openai
 import pytest
 
 from tests.openapi_schema import validate
+from tests.server_process import ServerProcess
 
 BUNDLED_ID = "huggingfacetb/smollm2-135m-instruct"
 
@@ -22,11 +23,25 @@ def test_retrieve_model(client):
     validate(model.model_dump(), "Model")
 
 
-def test_retrieve_unknown_model_is_404(client):
-    with pytest.raises(openai.NotFoundError) as info:
-        client.models.retrieve("no-such-model")
-    assert info.value.body["code"] == "model_not_found"
-    validate(info.value.response.json(), "ErrorResponse")
+def test_retrieve_answers_a_name_as_inference_would(client):
+    model = client.models.retrieve("no-such-model")
+    assert model.id == BUNDLED_ID and model.model_extra["default"] is True
+    validate(model.model_dump(), "Model")
+
+
+def test_unknown_model_is_404_when_no_model_could_serve_it():
+    proc = ServerProcess("--model", "none")
+    try:
+        client = openai.OpenAI(base_url=proc.base_url, api_key="x", max_retries=0)
+        with pytest.raises(openai.NotFoundError) as info:
+            client.models.retrieve("no-such-model")
+        assert info.value.body["code"] == "model_not_found"
+        validate(info.value.response.json(), "ErrorResponse")
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="local-model", max_tokens=1,
+                                           messages=[{"role": "user", "content": "Hi"}])
+    finally:
+        proc.stop()
 
 
 def test_any_model_name_is_served_by_the_only_loaded_model(client):

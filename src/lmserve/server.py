@@ -117,12 +117,18 @@ def serve(settings: ServerSettings, models: ModelsConfig | None = None) -> None:
         max_loaded=models.max_loaded,
         memory_budget=models.memory_budget_mb * 1024 * 1024,
     )
+    default = models.default or None
+    if default and manager.library.find(default) is None:
+        log.warning("models.default is '%s', which is not in the library: ignoring it", default)
+        default = None
     try:
         startup = [] if (settings.model or "").lower() == "none" else \
-            [manager.load_now(settings.model or str(bundled_model_path()))[0].id]
+            [manager.load_now(settings.model or default or str(bundled_model_path()))[0].id]
     except (LookupError, OSError, RuntimeError) as exc:  # unknown, missing or unloadable
         sock.close()
         raise SystemExit(f"Cannot load the model: {exc}") from exc
+    if default or startup:
+        manager.set_default(default or startup[0])
 
     state = {
         "pid": os.getpid(),
@@ -135,8 +141,9 @@ def serve(settings: ServerSettings, models: ModelsConfig | None = None) -> None:
 
     def ready() -> None:
         _write_state(state)
-        log.info("lmserve is ready: %s (models: %s; JIT %s; CORS %s)", url,
-                 ", ".join(startup) or "none loaded", "on" if models.jit else "off",
+        log.info("lmserve is ready: %s (models: %s; default: %s; JIT %s; CORS %s)", url,
+                 ", ".join(startup) or "none loaded", manager.default or "none",
+                 "on" if models.jit else "off",
                  "on" if settings.cors else "off")
 
     app = create_app(manager, cors=settings.cors, base_url=url, on_ready=ready)

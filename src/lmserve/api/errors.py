@@ -15,7 +15,7 @@ from lmserve.engine import ContextOverflowError, QueueFullError
 from lmserve.engine.engine import EngineStoppedError
 from lmserve.models import ModelNotFoundError
 from lmserve.models.chat_template import ChatTemplateError
-from lmserve.models.manager import ModelBusyError
+from lmserve.models.manager import ModelBusyError, ModelLoadedError
 
 log = logging.getLogger("lmserve.api")
 
@@ -60,6 +60,8 @@ def as_api_error(exc: Exception) -> APIError:
     if isinstance(exc, ModelBusyError):
         return APIError(503, str(exc), type="server_error", code="models_busy",
                         headers={"Retry-After": "5"})
+    if isinstance(exc, ModelLoadedError):
+        return APIError(409, str(exc), param="model", code="model_loaded")
     if isinstance(exc, EngineStoppedError):
         return APIError(503, f"The model is unavailable: {exc}.", type="server_error",
                         code="model_unavailable", headers={"Retry-After": "1"})
@@ -130,6 +132,7 @@ def install_error_handlers(app: FastAPI) -> None:
     # Registered per class: a handler for bare Exception would run in Starlette's
     # outermost middleware, which re-raises after answering.
     for known in (APIError, ContextOverflowError, ModelNotFoundError, QueueFullError,
-                  EngineStoppedError, ChatTemplateError, ModelBusyError, ValueError):
+                  EngineStoppedError, ChatTemplateError, ModelBusyError, ModelLoadedError,
+                  ValueError):
         app.add_exception_handler(known, _known)
     app.add_exception_handler(Exception, _known)

@@ -13,7 +13,7 @@ from lmserve.commands.models_cmd import Host, Port
 
 def chat(
     model: Annotated[str | None, typer.Argument(help="Model key or identifier "
-                                                "[default: the loaded model]")] = None,
+                                                "[default: the default model]")] = None,
     prompt: Annotated[str | None, typer.Option("--prompt", "-p",
                                                help="Ask once and exit.")] = None,
     system: Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
@@ -23,11 +23,12 @@ def chat(
     """Chat with a model; without -p, an interactive session (empty line or Ctrl-D ends)."""
     client = ServerClient(host, port)
     if model is None:
-        loaded = [i["id"] for m in client.get("/api/v1/models")["data"]
-                  for i in m.get("loaded_instances", [])]
-        if not loaded:
+        library = client.get("/api/v1/models")["data"]
+        candidates = [m["key"] for m in library if m.get("default")]
+        candidates += [i["id"] for m in library for i in m.get("loaded_instances", [])]
+        if not candidates:
             raise typer.BadParameter("No model is loaded: name one (see `lmserve ls`).")
-        model = loaded[0]
+        model = candidates[0]
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     if prompt is not None:
         messages.append({"role": "user", "content": prompt})

@@ -1,4 +1,5 @@
-"""lmserve ls / ps / load / unload: the library and the loaded models of a server."""
+"""lmserve ls / ps / load / unload / default / rm: the library and the loaded models of a
+server."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from lmserve.client import ServerClient
+from lmserve import config
+from lmserve.client import CommandError, ServerClient, ServerUnreachableError
 
 Host = Annotated[str | None, typer.Option(help="Server address [default: configured]")]
 Port = Annotated[int | None, typer.Option(help="Server port [default: configured]")]
@@ -50,7 +52,8 @@ def ls(
         return
     rows = [("KEY", "TYPE", "ARCH", "PARAMS", "QUANT", "SIZE", "CONTEXT", "LOADED")]
     for m in models:
-        rows.append((m["key"], m.get("type", "-"), m.get("architecture") or "-",
+        key = f"{m['key']} (default)" if m.get("default") else m["key"]
+        rows.append((key, m.get("type", "-"), m.get("architecture") or "-",
                      _params(m.get("params")), m.get("quantization") or "-",
                      _size(m.get("size_bytes")), str(m.get("max_context_length") or "-"),
                      ", ".join(i["id"] for i in m.get("loaded_instances", [])) or "-"))
@@ -59,16 +62,22 @@ def ls(
 
 def _library(host: str | None, port: int | None) -> list[dict[str, Any]]:
     """From the running server when there is one, else straight from the disk."""
-    from lmserve.client import ServerUnreachableError
-
     try:
         return ServerClient(host, port, timeout=30).get("/api/v1/models")["data"]
     except ServerUnreachableError:
-        from lmserve import config
         from lmserve.models.library import ModelLibrary
 
-        library = ModelLibrary(config.load_config().models.dir)
-        return [{**e.to_dict(), "loaded_instances": []} for e in library.entries()]
+        cfg = _config()
+        library = ModelLibrary(cfg.models.dir)
+        return [{**e.to_dict(), "default": e.key == cfg.models.default,
+                 "loaded_instances": []} for e in library.entries()]
+
+
+def _config() -> config.Config:
+    try:
+        return config.load_config()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def ps(as_json: AsJson = False, host: Host = None, port: Port = None) -> None:
@@ -109,21 +118,24 @@ def load(
             "ttl": ttl, "identifier": identifier, "echo_load_config": True}
     out = ServerClient(host, port).post("/api/v1/models/load",
                                         {k: v for k, v in body.items() if v is not None})
+    cfg = out["load_config"]
+    shape = f"context {cfg['context_length']}, {cfg['parallel']} slots"
     if out["status"] == "already_loaded":
-        typer.echo(f"{out['instance_id']} is already loaded.")
+        typer.echo(f"{out['instance_id']} is already loaded ({shape}).")
+    elif out["status"] == "reloaded":
+        typer.echo(f"Reloaded {out['instance_id']} with a new configuration ({shape}) in "
+                   f"{out['load_time_seconds']:.1f} s, once its requests in flight had "
+                   "finished.")
     else:
-        cfg = out["load_config"]
         typer.echo(f"Loaded {out['model']} as {out['instance_id']} in "
-                   f"{out['load_time_seconds']:.1f} s (context {cfg['context_length']}, "
-                   f"{cfg['parallel']} slots).")
+                   f"{out['load_time_seconds']:.1f} s ({shape}).")
 
 
 def _estimate(model: str, context_length: int | None, parallel: int | None) -> None:
-    from lmserve import config
     from lmserve.models.library import ModelLibrary
     from lmserve.models.memory import estimate_file_memory
 
-    cfg = config.load_config()
+    cfg = _config()
     entry = ModelLibrary(cfg.models.dir).find(model)
     if entry is None:
         raise typer.BadParameter(f"No model '{model}' in the library.")
@@ -144,6 +156,59 @@ def unload(
     body = {"all": True} if all_ else {"instance_id": model}
     out = ServerClient(host, port).post("/api/v1/models/unload", body)
     typer.echo(f"Unloaded {', '.join(out['unloaded']) or 'nothing'}.")
+
+
+def default(
+    model: Annotated[str | None, typer.Argument(help="Model key to make the default "
+                                                "[default: show the current one]")] = None,
+    host: Host = None, port: Port = None,
+) -> None:
+    """Show or set the default model: it serves requests whose model name matches no model
+    (e.g. 'local-model'). Saved in the config file as models.default."""
+    if model is None:
+        current = next((m["key"] for m in _library(host, port) if m.get("default")), None)
+        typer.echo(current or "No default model: names matching no model are served by the "
+                   "only loaded model.")
+        return
+    try:
+        key = ServerClient(host, port, timeout=30).post("/api/v1/models/default",
+                                                        {"model": model})["default"]
+        when = "the server uses it from now on"
+    except ServerUnreachableError:
+        from lmserve.models.library import ModelLibrary
+
+        entry = ModelLibrary(_config().models.dir).find(model)
+        if entry is None:
+            raise CommandError(f"No model '{model}' in the library (see `lmserve ls`).") \
+                from None
+        key, when = entry.key, "it applies when the server starts"
+    try:
+        config.set_value("models.default", key)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    typer.echo(f"The default model is now {key} (saved as models.default; {when}).")
+
+
+def rm(
+    model: Annotated[str, typer.Argument(help="Model key (see `lmserve ls`).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking.")] = False,
+    host: Host = None, port: Port = None,
+) -> None:
+    """Delete a model's files from the library (refused while it is loaded)."""
+    if not yes and not typer.confirm(f"Delete the files of {model} from the library?"):
+        raise typer.Exit(1)
+    try:
+        out = ServerClient(host, port, timeout=60).delete(f"/api/v1/models/{model}")
+        key, files = out["deleted"], out["files"]
+    except ServerUnreachableError:  # no server, so nothing is loaded: straight from disk
+        from lmserve.models.library import ModelLibrary
+
+        try:
+            entry, paths = ModelLibrary(_config().models.dir).remove(model)
+        except (LookupError, ValueError, OSError) as exc:
+            raise CommandError(str(exc)) from None
+        key, files = entry.key, [str(p) for p in paths]
+    typer.echo(f"Removed {key} ({', '.join(files)}).")
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:

@@ -354,6 +354,31 @@ class ModelLibrary:
             return hits[0]  # entries keep each group's preference order
         return None
 
+    def remove(self, name: str) -> tuple[ModelEntry, list[Path]]:
+        """Deletes the files of the model `name` means (every part of a split model), then
+        its repo and publisher folders when they are left empty. Returns the entry and the
+        files deleted. Raises LookupError for an unknown name and ValueError for a model
+        kept outside the library folder (the bundled one)."""
+        entry = self.find(name)
+        if entry is None:
+            raise LookupError(f"No model '{name}' in the library.")
+        folder = entry.path.parent
+        if folder.parent.parent != self.root:
+            raise ValueError(f"'{entry.key}' is not stored in the library folder "
+                             f"({self.root}), so it cannot be removed from it.")
+        split = split_part(entry.file_name)
+        names = split_part_names(split[0], split[2]) if split else [entry.file_name]
+        files = [folder / n for n in names]
+        for file in files:
+            file.unlink(missing_ok=True)  # a symlink goes, never the file it points to
+        for empty in (folder, folder.parent):
+            try:
+                empty.rmdir()
+            except OSError:  # not empty: other models live there
+                break
+        log.info("removed %s (%s)", entry.key, ", ".join(str(f) for f in files))
+        return entry, files
+
     # -- scanning --------------------------------------------------------------------------
 
     def _current(self) -> _Snapshot:

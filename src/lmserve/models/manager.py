@@ -1,8 +1,11 @@
 """What is loaded, and which loaded model a request's `model` string means.
 
 - Loading is idempotent: asking for a loaded model returns its instance, unless a new
-  identifier is asked for.
+  identifier is asked for. A load asking for another context length or slot count than
+  the loaded instance has reloads it with them once its in-flight requests finish.
 - JIT: a request naming a model in the library that is not loaded loads it first.
+- A name that matches no model is served by the default model (loaded just in time if
+  need be), else by the only loaded LLM, so clients that hard-code a name keep working.
 - Idle instances are unloaded after their TTL; when a load would pass the max-loaded
   count or the memory budget, the least recently used idle instance goes first. An
   instance with requests in flight or queued is never evicted.
@@ -26,6 +29,9 @@ from lmserve.models.model import LoadConfig, Model
 
 log = logging.getLogger("lmserve.models")
 
+# Load options that need a new llama.cpp context when they change.
+RELOAD_OPTIONS = ("context_length", "parallel")
+
 
 class ModelNotFoundError(LookupError):
     def __init__(self, name: str, known: list[str], *, jit: bool = True) -> None:
@@ -37,6 +43,10 @@ class ModelNotFoundError(LookupError):
 
 class ModelBusyError(RuntimeError):
     """No room to load a model: every loaded instance has requests in flight."""
+
+
+class ModelLoadedError(RuntimeError):
+    """A model cannot be removed while it is loaded."""
 
 
 class Library(Protocol):
@@ -77,6 +87,7 @@ class ModelManager:
         self.jit_ttl = jit_ttl  # idle TTL of models loaded by a request
         self.max_loaded = max_loaded
         self.memory_budget = memory_budget
+        self.default: str | None = None  # key or identifier of the default model
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
         self._loading: dict[str, asyncio.Future] = {}
@@ -113,40 +124,58 @@ class ModelManager:
         raise ModelNotFoundError(name, known)
 
     def load_now(self, name: str, *, identifier: str | None = None,
-                 **options: Any) -> tuple[Model, bool]:
-        """Loads in the calling thread; returns (instance, whether it is new)."""
+                 **options: Any) -> tuple[Model, str]:
+        """Loads in the calling thread; returns the instance and what happened:
+        "loaded", "already_loaded" or "reloaded" (with the new options)."""
         key, path, entry = self._locate(name)
-        if identifier is None:
-            existing = self._instances_of(key)
-            if existing:
-                return existing[0], False
-            identifier = key
-        elif (current := self.get(identifier)) is not None:
-            if current.key != key:
-                raise ValueError(f"The identifier '{identifier}' is already used by "
-                                 f"'{current.key}'.")
-            return current, False
-        config = replace(self.defaults, **{k: v for k, v in options.items() if v is not None})
-        if "ttl" in options and options["ttl"] is not None and options["ttl"] <= 0:
-            config = replace(config, ttl=None)
+        current = self.get(identifier) if identifier else next(iter(self._instances_of(key)),
+                                                                None)
+        if current is not None and current.key != key:
+            raise ValueError(f"The identifier '{identifier}' is already used by "
+                             f"'{current.key}'.")
+        if current is not None:
+            changed = {k: v for k, v in options.items()
+                       if k in RELOAD_OPTIONS and v is not None and getattr(current.config, k) != v}
+            if not changed:
+                return current, "already_loaded"
+            config = replace(current.config, **changed)
+            self._retire(current, config)
+            identifier, outcome = current.id, "reloaded"
+        else:
+            config = replace(self.defaults,
+                             **{k: v for k, v in options.items() if v is not None})
+            if config.ttl is not None and config.ttl <= 0:
+                config = replace(config, ttl=None)
+            identifier, outcome = identifier or key, "loaded"
         self._make_room()
         model = Model(identifier, path, config, key=key, entry=entry)
         with self._lock:
             self._models[identifier] = model
-        log.info("loaded %s as %s in %.1f s (context %d per slot, %d slots, ttl %s)",
+        log.info("%s %s as %s in %.1f s (context %d per slot, %d slots, ttl %s)", outcome,
                  key, identifier, model.load_time_s, model.context_length,
                  config.parallel, f"{config.ttl:.0f} s" if config.ttl else "none")
         self._make_room(keep=model)
-        return model, True
+        return model, outcome
+
+    def _retire(self, model: Model, new: LoadConfig) -> None:
+        """Takes an instance out of routing, lets its in-flight requests finish, frees it."""
+        with self._lock:
+            self._models.pop(model.id, None)
+        log.info("reloading %s with context %d, %d slots (was %d, %d) once its requests in "
+                 "flight finish", model.id, new.context_length, new.parallel,
+                 model.config.context_length, model.config.parallel)
+        while model.busy:
+            time.sleep(0.05)
+        model.close()
 
     async def load(self, name: str, *, identifier: str | None = None,
-                   **options: Any) -> tuple[Model, bool]:
+                   **options: Any) -> tuple[Model, str]:
         """Loads off the event loop; concurrent loads of the same model share one."""
         token = identifier or self._key_or_name(name)
         pending = self._loading.get(token)
         if pending is not None:
             model, _ = await asyncio.shield(pending)
-            return model, False
+            return model, "already_loaded"
         future = asyncio.get_running_loop().create_future()
         self._loading[token] = future
         try:
@@ -168,29 +197,68 @@ class ModelManager:
     # -- which model a request means ------------------------------------------------------
 
     async def resolve(self, name: str, *, ttl: float | None = None) -> Model:
-        """The instance a request's `model` names, loading it just in time if allowed.
+        """The instance a request's `model` names, loading it just in time if allowed."""
+        if (pending := self._loading.get(name)) is not None:  # being loaded or reloaded
+            await asyncio.shield(pending)
+        target, stand_in = self._route(name)
+        if target is None:
+            raise ModelNotFoundError(name, self.listed_ids(), jit=self.jit)
+        if isinstance(target, str):
+            target, _ = await self.load(target, ttl=ttl if ttl is not None else self.jit_ttl)
+        if stand_in:
+            log.info("model '%s' matches no model: served by %s", name, target.id)
+        target.touch()
+        return target
 
-        A name that matches no known model is served by the only loaded model, so
-        clients that hard-code a name (e.g. 'local-model') keep working."""
+    def serving_id(self, name: str) -> str | None:
+        """The id of the model a request naming `name` would be served by, loading nothing."""
+        target, _ = self._route(name)
+        return target if isinstance(target, str) or target is None else target.id
+
+    def _route(self, name: str) -> tuple[Model | str | None, bool]:
+        """Where a request for `name` goes: a loaded instance, a library key to load just
+        in time, or nowhere; and whether a stand-in (the default model, or the only loaded
+        LLM) serves a name that matches no model."""
         model = self.get(name)
-        if model is None:
-            entry = self.library.find(name) if self.library else None
-            if entry is not None:
-                loaded = self._instances_of(entry.key)
-                if loaded:
-                    model = loaded[0]
-                elif self.jit:
-                    model, _ = await self.load(entry.key,
-                                               ttl=ttl if ttl is not None else self.jit_ttl)
-                else:
-                    raise ModelNotFoundError(name, [m.id for m in self.loaded()], jit=False)
-            else:
-                loaded = self.loaded()
-                if len(loaded) != 1:
-                    raise ModelNotFoundError(name, self.listed_ids())
-                model = loaded[0]
-        model.touch()
-        return model
+        if model is not None:
+            return model, False
+        entry = self.library.find(name) if self.library else None
+        if entry is not None:
+            loaded = self._instances_of(entry.key)
+            if loaded:
+                return loaded[0], False
+            return (entry.key if self.jit else None), False
+        return self._stand_in(), True
+
+    def _stand_in(self) -> Model | str | None:
+        if self.default:
+            model = self.get(self.default) or next(iter(self._instances_of(self.default)),
+                                                    None)
+            if model is not None:
+                return model
+            entry = self.library.find(self.default) if self.library else None
+            if entry is not None and self.jit:
+                return entry.key
+        llms = [m for m in self.loaded() if not m.is_embedding]
+        return llms[0] if len(llms) == 1 else None
+
+    def set_default(self, name: str) -> str:
+        """Makes a loaded instance or a library model the default; returns its name."""
+        if (model := self.get(name)) is not None:
+            self.default = model.id
+        elif (entry := self.library.find(name) if self.library else None) is not None:
+            self.default = entry.key
+        else:
+            raise ModelNotFoundError(name, self.listed_ids())
+        log.info("default model: %s", self.default)
+        return self.default
+
+    def is_default(self, model_id: str) -> bool:
+        """Whether `model_id` (an identifier or key) is the default model."""
+        if not self.default:
+            return False
+        model = self.get(model_id)
+        return self.default in (model_id, model.key if model else None)
 
     def listed_ids(self) -> list[str]:
         """What /v1/models lists: every model in the library while JIT is on."""
@@ -199,6 +267,22 @@ class ModelManager:
             keys = {m.key for m in self.loaded()}
             ids += [e.key for e in self.library.entries() if e.key not in keys]
         return ids
+
+    # -- removing from disk ---------------------------------------------------------------
+
+    def remove(self, name: str) -> tuple[Any, list[Path]]:
+        """Deletes a library model's files; refused while any instance of it is loaded."""
+        entry = self.library.find(name) if self.library else None
+        if entry is None:
+            known = [e.key for e in self.library.entries()] if self.library else []
+            raise ModelNotFoundError(name, known)
+        if loaded := self._instances_of(entry.key):
+            raise ModelLoadedError(f"The model '{entry.key}' is loaded (as "
+                                   f"{', '.join(m.id for m in loaded)}): unload it first.")
+        try:
+            return self.library.remove(entry.key)
+        except LookupError:  # removed meanwhile
+            raise ModelNotFoundError(name, []) from None
 
     # -- unloading ------------------------------------------------------------------------
 

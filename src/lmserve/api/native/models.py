@@ -1,8 +1,10 @@
 """lmserve's model management API: the library, loading and unloading.
 
 GET  /api/v1/models          every model in the library, with its loaded instances
-POST /api/v1/models/load     load (idempotent unless a new identifier is given)
+POST /api/v1/models/load     load (idempotent unless a new identifier or configuration is given)
 POST /api/v1/models/unload   unload an instance, or every instance of a model
+POST /api/v1/models/default  choose the model that serves names matching no model
+DELETE /api/v1/models/{key}  delete a model's files from the library (not while loaded)
 """
 
 from __future__ import annotations
@@ -54,12 +56,14 @@ async def list_models(manager: ModelManager = Depends(get_manager)) -> dict[str,
     for entry in manager.library.entries() if manager.library else []:
         seen.add(entry.key)
         item = entry.to_dict()
+        item["default"] = manager.is_default(entry.key)
         item["loaded_instances"] = [instance_object(m) for m in loaded if m.key == entry.key]
         out.append(item)
     for model in loaded:  # loaded from a path outside the library
         if model.key not in seen:
             out.append({"key": model.key, "path": str(model.path), "type": "llm",
                         "architecture": model.llama.architecture,
+                        "default": manager.is_default(model.id),
                         "loaded_instances": [instance_object(model)]})
     return {"object": "list", "data": out}
 
@@ -77,14 +81,15 @@ class LoadRequest(BaseModel):
 @router.post("/api/v1/models/load")
 async def load_model(body: LoadRequest,
                      manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
-    model, new = await manager.load(body.model, identifier=body.identifier,
-                                    context_length=body.context_length,
-                                    parallel=body.parallel, ttl=body.ttl)
+    model, outcome = await manager.load(body.model, identifier=body.identifier,
+                                        context_length=body.context_length,
+                                        parallel=body.parallel, ttl=body.ttl)
     out: dict[str, Any] = {
         "instance_id": model.id,
         "model": model.key,
-        "status": "loaded" if new else "already_loaded",
-        "load_time_seconds": round(model.load_time_s, 3) if new else 0.0,
+        "status": outcome,  # loaded | already_loaded | reloaded (a new configuration)
+        "load_time_seconds": 0.0 if outcome == "already_loaded"
+        else round(model.load_time_s, 3),
     }
     if body.echo_load_config:
         out["load_config"] = model.config.to_dict()
@@ -106,3 +111,20 @@ async def unload_model(body: UnloadRequest,
     if not name:
         raise ValueError("Give 'instance_id' (or 'model', or 'all': true).")
     return {"unloaded": await manager.unload(name)}
+
+
+class DefaultRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1)
+
+
+@router.post("/api/v1/models/default")
+async def set_default_model(body: DefaultRequest,
+                            manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
+    return {"default": manager.set_default(body.model)}
+
+
+@router.delete("/api/v1/models/{key:path}")
+async def delete_model(key: str, manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
+    entry, files = manager.remove(key)
+    return {"deleted": entry.key, "files": [str(f) for f in files]}

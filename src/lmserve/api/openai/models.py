@@ -17,6 +17,11 @@ def model_object(model: Model) -> dict[str, Any]:
     return {"id": model.id, "object": "model", "created": model.created, "owned_by": "lmserve"}
 
 
+def _marked(obj: dict[str, Any], manager: ModelManager) -> dict[str, Any]:
+    # An extra field that OpenAI's model schema allows: which model serves unknown names.
+    return {**obj, "default": manager.is_default(obj["id"])}
+
+
 @router.get("/v1/models")
 async def list_models(manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
     return {"object": "list", "data": [_listed(i, manager) for i in manager.listed_ids()]}
@@ -25,17 +30,20 @@ async def list_models(manager: ModelManager = Depends(get_manager)) -> dict[str,
 def _listed(model_id: str, manager: ModelManager) -> dict[str, Any]:
     model = manager.get(model_id)
     if model is not None:
-        return model_object(model)
+        return _marked(model_object(model), manager)
     # Downloaded but not loaded: created is when the file arrived.
     entry = manager.library.find(model_id) if manager.library else None
     created = int(Path(entry.path).stat().st_mtime) if entry else 0
-    return {"id": model_id, "object": "model", "created": created, "owned_by": "lmserve"}
+    return _marked({"id": model_id, "object": "model", "created": created,
+                    "owned_by": "lmserve"}, manager)
 
 
 @router.get("/v1/models/{model_id:path}")
 async def retrieve_model(
     model_id: str, manager: ModelManager = Depends(get_manager)
 ) -> dict[str, Any]:
-    if model_id not in manager.listed_ids():
+    # Answers as inference would: a name that matches no model gives the default's object.
+    serving = manager.serving_id(model_id)
+    if serving is None:
         raise ModelNotFoundError(model_id, manager.listed_ids())
-    return _listed(model_id, manager)
+    return _listed(serving, manager)
