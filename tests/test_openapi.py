@@ -95,8 +95,14 @@ def test_real_answers_match_their_documented_status_and_schema(
         schema = chat[expected]["content"]["application/json"]["schema"]
         _validator(document, schema).validate(response.json())
 
-    missing = httpx.get(f"{server.base_url}/models/no-such-model", timeout=30)
+    # A name that matches no model is answered with the default model, as inference is.
+    mapped = httpx.get(f"{server.base_url}/models/no-such-model", timeout=30)
+    assert mapped.status_code == 200
+    schema = document["paths"]["/v1/models/{model_id}"]["get"]["responses"]["200"]
+    _validator(document, schema["content"]["application/json"]["schema"]).validate(
+        mapped.json())
+    missing = httpx.get(f"{server.base_url}/responses/resp_missing", timeout=30)
     assert missing.status_code == 404
-    schema = document["paths"]["/v1/models/{model_id}"]["get"]["responses"]["404"]
+    schema = document["paths"]["/v1/responses/{response_id}"]["get"]["responses"]["404"]
     _validator(document, schema["content"]["application/json"]["schema"]).validate(
         missing.json())
