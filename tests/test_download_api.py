@@ -4,6 +4,7 @@ serving a real GGUF: downloaded, listed, loaded just in time and chatted with.""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -81,3 +82,21 @@ def test_lmserve_get_then_ls(server, hub, tmp_path):
     assert ls.returncode == 0, ls.stderr
     keys = {m["key"] for m in json.loads(ls.stdout)}
     assert "test-org/other-gguf" in keys
+
+
+def test_an_unreachable_hub_is_explained_in_terms_of_the_api():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    proc = ServerProcess("--model", "none", env={"HF_ENDPOINT": f"http://127.0.0.1:{closed}"})
+    try:
+        r = httpx.post(proc.origin + "/api/v1/models/download", timeout=60,
+                       json={"model": "test-org/Other-GGUF"})
+        assert r.status_code == 502 and r.json()["error"]["code"] == "hub_unavailable"
+        message = r.json()["error"]["message"]
+        assert message.startswith(f"Cannot reach the Hugging Face Hub at "
+                                  f"http://127.0.0.1:{closed}")
+        assert "models folder" in message
+        assert "lmserve get" not in message and "lmserve import" not in message
+    finally:
+        proc.stop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -48,8 +48,7 @@ def get(
     try:
         plan = plan_download(spec)
     except DownloadError as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(1) from e
+        _fail(e)
     _print_plan(plan, root)
     if dry_run:
         return
@@ -62,11 +61,19 @@ def get(
     try:
         paths = download(plan, root=root)
     except DownloadError as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(1) from e
+        _fail(e)
     typer.echo(f"Saved to {paths[0]}" if len(paths) == 1
                else f"Saved {len(paths)} parts to {paths[0].parent}")
     typer.echo(f"Model key: {plan.model_key}")
+
+
+def _fail(error: Exception) -> NoReturn:
+    from lmserve.models.download import HubUnreachableError
+
+    hint = (" lmserve get needs network access; use `lmserve import` for local files."
+            if isinstance(error, HubUnreachableError) else "")
+    typer.echo(f"{error}{hint}", err=True)
+    raise typer.Exit(1) from error
 
 
 def _print_plan(plan: DownloadPlan, root: Path) -> None:

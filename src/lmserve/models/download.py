@@ -46,6 +46,10 @@ class DownloadError(Exception):
     """A download could not be planned or completed; the message is meant for the user."""
 
 
+class HubUnreachableError(DownloadError):
+    """The Hub cannot be reached (no network, offline mode); the caller says what to do."""
+
+
 class ChecksumError(DownloadError):
     """The downloaded bytes do not match the sha256 the hub published."""
 
@@ -191,8 +195,7 @@ def _list_repo(source: Source, base: str) -> tuple[str, str | None, list[RemoteF
         info = api.model_info(source.repo_id, revision=source.revision, files_metadata=True,
                               timeout=30)
     except OfflineModeIsEnabled as e:
-        raise DownloadError(f"{e} lmserve get needs network access; use `lmserve import` for "
-                            "local files.") from e
+        raise HubUnreachableError(str(e)) from e
     except GatedRepoError as e:
         raise DownloadError(f"{source.repo_id} is gated: accept its terms on the hub and set "
                             "HF_TOKEN to a token of that account.") from e
@@ -229,10 +232,9 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _offline_error(base: str, error: BaseException) -> DownloadError:
+def _offline_error(base: str, error: BaseException) -> HubUnreachableError:
     reason = str(error) or type(error).__name__
-    return DownloadError(f"Cannot reach the Hugging Face Hub at {base}: {reason}. lmserve get "
-                         "needs network access; use `lmserve import` for local files.")
+    return HubUnreachableError(f"Cannot reach the Hugging Face Hub at {base}: {reason}.")
 
 
 def select_files(files: list[RemoteFile], source: Source) -> list[RemoteFile]:

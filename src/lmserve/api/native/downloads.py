@@ -23,6 +23,7 @@ from lmserve.models import ModelManager
 from lmserve.models.download import (
     DownloadError,
     DownloadPlan,
+    HubUnreachableError,
     download,
     is_downloaded,
     parse_source,
@@ -96,6 +97,11 @@ async def start_download(body: DownloadRequest, request: Request,
     source = parse_source(body.model)  # ValueError -> 400
     try:
         plan = await asyncio.to_thread(plan_download, source)
+    except HubUnreachableError as exc:
+        raise APIError(502, f"{exc} Downloads need network access to the Hub; a local GGUF "
+                       f"file can be placed in the models folder ({manager.library.root}) "
+                       "as <publisher>/<repo>/<file>.gguf instead.", type="server_error",
+                       code="hub_unavailable") from exc
     except DownloadError as exc:
         raise APIError(502, str(exc), type="server_error", code="hub_unavailable") from exc
     job = DownloadJob(secrets.token_hex(8), plan, manager.library.root)
