@@ -1,3 +1,3 @@
-from lmserve.cli import main
+from lmserve.cli import app
 
-main()
+app()

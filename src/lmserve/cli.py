@@ -26,8 +26,20 @@ from lmserve.commands import (
 )
 from lmserve.config import ServerSettings
 
-app = typer.Typer(help="lmserve: a local LLM server with an OpenAI-compatible API.",
-                  no_args_is_help=True, add_completion=False)
+
+class _CommandLine(typer.Typer):
+    """The `lmserve` app: an expected failure is one line on stderr, not a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except CommandError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+
+app = _CommandLine(help="lmserve: a local LLM server with an OpenAI-compatible API.",
+                   no_args_is_help=True, add_completion=False)
 server_app = typer.Typer(help="Start, stop and inspect the API server.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 config_app = typer.Typer(help="Show and change persistent settings.", no_args_is_help=True)
@@ -56,19 +68,15 @@ service_app.command("uninstall")(service_cmd.service_uninstall)
 service_app.command("status")(service_cmd.service_status)
 
 
-def main() -> None:
-    """The `lmserve` entry point: expected failures are one line on stderr, not a traceback."""
-    try:
-        app()
-    except CommandError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"lmserve {__version__}")
         raise typer.Exit()
+
+
+def main() -> None:
+    """The `lmserve` console script."""
+    app()
 
 
 @app.callback()

@@ -230,11 +230,14 @@ class ModelManager:
             return (entry.key if self.jit else None), False
         return self._stand_in(), True
 
+    def _default_instance(self) -> Model | None:
+        if not self.default:
+            return None
+        return self.get(self.default) or next(iter(self._instances_of(self.default)), None)
+
     def _stand_in(self) -> Model | str | None:
         if self.default:
-            model = self.get(self.default) or next(iter(self._instances_of(self.default)),
-                                                    None)
-            if model is not None:
+            if (model := self._default_instance()) is not None:
                 return model
             entry = self.library.find(self.default) if self.library else None
             if entry is not None and self.jit:
@@ -253,12 +256,13 @@ class ModelManager:
         log.info("default model: %s", self.default)
         return self.default
 
-    def is_default(self, model_id: str) -> bool:
-        """Whether `model_id` (an identifier or key) is the default model."""
-        if not self.default:
-            return False
-        model = self.get(model_id)
-        return self.default in (model_id, model.key if model else None)
+    def is_default(self, name: str) -> bool:
+        """Whether `name` (an instance identifier or a library key) is the default model;
+        of several instances of it, the one that serves."""
+        model = self.get(name)
+        if model is None:
+            return bool(self.default) and name == self.default
+        return model is self._default_instance()
 
     def listed_ids(self) -> list[str]:
         """What /v1/models lists: every model in the library while JIT is on."""
