@@ -169,9 +169,9 @@ def test_a_load_with_a_new_configuration_reloads_after_in_flight_requests(multi)
     assert same["status"] == "already_loaded"
     cli = _lmserve(multi, "load", GEMMA_KEY, "--parallel", "1")
     assert cli.returncode == 0, cli.stderr
-    assert f"Reloaded {GEMMA_KEY} with a new configuration (context 768, 1 slots)" \
+    assert f"Reloaded {GEMMA_KEY} with a new configuration (context 768, 1 slot)" \
         in cli.stdout
-    assert "already loaded (context 768, 1 slots)" in \
+    assert "already loaded (context 768, 1 slot)" in \
         _lmserve(multi, "load", GEMMA_KEY, "--parallel", "1").stdout
     reply = client.completions.create(model=GEMMA_KEY, prompt="Hi", max_tokens=2)
     assert reply.model == GEMMA_KEY

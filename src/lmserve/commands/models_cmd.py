@@ -119,7 +119,8 @@ def load(
     out = ServerClient(host, port).post("/api/v1/models/load",
                                         {k: v for k, v in body.items() if v is not None})
     cfg = out["load_config"]
-    shape = f"context {cfg['context_length']}, {cfg['parallel']} slots"
+    slots = cfg["parallel"]
+    shape = f"context {cfg['context_length']}, {slots} slot{'s' if slots != 1 else ''}"
     if out["status"] == "already_loaded":
         typer.echo(f"{out['instance_id']} is already loaded ({shape}).")
     elif out["status"] == "reloaded":

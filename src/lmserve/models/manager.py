@@ -305,10 +305,11 @@ class ModelManager:
         return [m.id for m in targets]
 
     async def unload_everything(self) -> list[str]:
-        ids = [m.id for m in self.loaded()]
-        for identifier in ids:
-            await self.unload(identifier)
-        return ids
+        with self._lock:
+            models, self._models = list(self._models.values()), {}
+        for m in models:
+            self._close_when_idle(m)
+        return [m.id for m in models]
 
     def _close_when_idle(self, model: Model) -> None:
         async def drain() -> None:
