@@ -18,6 +18,7 @@ def test_detached_server_lifecycle():
     env = {**os.environ, "LMSERVE_HOME": tempfile.mkdtemp(prefix="lmserve-cli-")}
     set_threads = _lmserve("config", "set", "server.threads", "1", env=env)
     assert set_threads.returncode == 0, set_threads.stderr
+    assert _lmserve("config", "set", "server.share_cpu", "false", env=env).returncode == 0
     assert _lmserve("server", "status", env=env).returncode == 1
 
     started = _lmserve("server", "start", "--detach", "--port", "0", "--parallel", "2",
@@ -32,6 +33,7 @@ def test_detached_server_lifecycle():
         assert info["models"][0]["id"] == "huggingfacetb/smollm2-135m-instruct"
         assert info["models"][0]["parallel"] == 2
         assert info["models"][0]["threads"] == 1  # from the config file
+        assert info["models"][0]["share_cpu"] is False  # also passed on by --detach
         r = httpx.get(info["base_url"].replace("localhost", "127.0.0.1") + "/models",
                       timeout=10)
         assert r.status_code == 200

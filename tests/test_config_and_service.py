@@ -47,7 +47,8 @@ def test_defaults_when_there_is_no_file(isolated: Path) -> None:
     assert cfg == Config()
     assert cfg.to_dict() == {
         "server": {"port": 1234, "host": "127.0.0.1", "cors": True, "context_length": 4096,
-                   "parallel": 4, "max_queue": 64, "threads": 0},
+                   "parallel": 4, "max_queue": 64, "threads": 0,
+                   "share_cpu": True},
         "models": {"dir": str(isolated / "models"), "jit": True, "ttl_seconds": 3600,
                    "max_loaded": 0, "memory_budget_mb": 0, "default": ""},
     }
@@ -70,6 +71,7 @@ def test_models_dir_default_follows_env(tmp_path: Path, monkeypatch: pytest.Monk
     ("server.parallel", "1", 1),
     ("server.max_queue", "0", 0),
     ("server.threads", "2", 2),
+    ("server.share_cpu", "off", False),
     ("models.jit", "off", False),
     ("models.ttl_seconds", "0", 0),
     ("models.max_loaded", "3", 3),

@@ -109,6 +109,9 @@ def server_start(
     cors: Annotated[bool | None, typer.Option("--cors/--no-cors", help="Allow browser pages "
                                               "from any origin [default: configured, on]")]
     = None,
+    share_cpu: Annotated[bool | None, typer.Option(
+        "--share-cpu/--no-share-cpu", help="Decode with fewer threads while other processes "
+        "keep the cores busy [default: configured, on]")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")]
     = False,
 ) -> None:
@@ -117,7 +120,8 @@ def server_start(
     cfg = config_cmd.load_config_or_exit()
     settings = config.settings_from_config(
         cfg, host=host, port=port, model=model, context_length=context_length,
-        parallel=parallel, max_queue=max_queue, cors=cors, threads=threads)
+        parallel=parallel, max_queue=max_queue, cors=cors, threads=threads,
+        share_cpu=share_cpu)
     if detach:
         _start_detached(settings)
         return
@@ -138,7 +142,8 @@ def _start_detached(settings: ServerSettings) -> None:
             "--port", str(settings.port), "--host", settings.host,
             "--context-length", str(settings.context_length),
             "--parallel", str(settings.parallel), "--max-queue", str(settings.max_queue),
-            "--cors" if settings.cors else "--no-cors"]
+            "--cors" if settings.cors else "--no-cors",
+            "--share-cpu" if settings.share_cpu else "--no-share-cpu"]
     if settings.model:
         args += ["--model", settings.model]
     if settings.threads:
@@ -203,9 +208,12 @@ def server_status(
     else:
         typer.echo(f"The server is running at {state['base_url']} (pid {state['pid']}).")
         for m in (info or {}).get("models", []):
+            in_use = m.get("threads_in_use", m["threads"])
             typer.echo(f"  {m['id']}: {m['busy_slots']}/{m['parallel']} slots busy, "
                        f"{m['queued']} queued, context {m['context_length']}, "
-                       f"{m['threads']} thread{'s' if m['threads'] != 1 else ''}")
+                       f"{m['threads']} thread{'s' if m['threads'] != 1 else ''}"
+                       + (f" ({in_use} in use: other processes keep the CPU busy)"
+                          if in_use < m["threads"] else ""))
     raise typer.Exit(0 if state else 1)
 
 

@@ -76,6 +76,7 @@ class ServerSettings:
     max_queue: int = 64
     cors: bool = True
     threads: int | None = None
+    share_cpu: bool = True  # fewer threads while other processes keep the cores busy
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class ServerConfig:
     parallel: int = 4
     max_queue: int = 64
     threads: int = 0  # CPU threads per model; 0 = all cores
+    share_cpu: bool = True  # decode with fewer threads while other processes are busy
 
 
 @dataclass(frozen=True)
@@ -308,6 +310,7 @@ def settings_from_config(cfg: Config, **overrides: Any) -> ServerSettings:
         "max_queue": cfg.server.max_queue,
         "cors": cfg.server.cors,
         "threads": cfg.server.threads or None,
+        "share_cpu": cfg.server.share_cpu,
     }
     values.update({name: value for name, value in overrides.items() if value is not None})
     return ServerSettings(**values)

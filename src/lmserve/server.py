@@ -108,7 +108,8 @@ def serve(settings: ServerSettings, models: ModelsConfig | None = None) -> None:
     url = base_url(settings.host, port)
 
     defaults = LoadConfig(context_length=settings.context_length, parallel=settings.parallel,
-                          max_queue=settings.max_queue, threads=settings.threads)
+                          max_queue=settings.max_queue, threads=settings.threads,
+                          share_cpu=settings.share_cpu)
     manager = ModelManager(
         ModelLibrary(models.dir),
         defaults=defaults,

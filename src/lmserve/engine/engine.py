@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import llama_cpp as L
 import numpy as np
 
+from lmserve.engine.cpu_share import CpuShare
 from lmserve.engine.detokenizer import Detokenizer
 from lmserve.engine.llama import LlamaModel
 from lmserve.engine.request import (
@@ -112,6 +113,7 @@ class Engine:
         n_batch: int = 512,
         n_threads: int | None = None,
         max_queue: int = 64,
+        share_cpu: bool = True,
         name: str = "model",
     ) -> None:
         self.model = model
@@ -119,6 +121,9 @@ class Engine:
         self.max_queue = max_queue
         self.n_batch = n_batch
         self.n_threads = n_threads or os.cpu_count() or 1
+        # Fewer threads while other processes keep the cores busy (see cpu_share).
+        self._cpu_share = CpuShare(self.n_threads) if share_cpu else None
+        self.threads_in_use = self.n_threads
         cp = L.llama_context_default_params()
         cp.n_ctx = n_slots * n_ctx_slot
         cp.n_batch = n_batch
@@ -184,6 +189,11 @@ class Engine:
             for s in self.slots
         ]
         return EngineStatus(slots=slots, queued=len(self._waiting), n_ctx_slot=self.n_ctx_slot)
+
+    @property
+    def shares_cpu(self) -> bool:
+        """Whether the thread count follows the load of other processes."""
+        return self._cpu_share is not None
 
     def pending_work(self) -> int:
         """Requests admitted, waiting or embedding: zero means the model is idle."""
@@ -324,6 +334,7 @@ class Engine:
             budget -= len(chunk)
         batch.n_tokens = n
 
+        self._fit_threads()
         ret = L.llama_decode(self._ctx, batch)
         if ret == 1 and n > n_decode:
             # No KV room for this batch: retry next tick with a smaller prefill chunk.
@@ -476,6 +487,20 @@ class Engine:
                 self._emit(s.req, Failed(exc))
                 self._finish(s, "cancelled")
 
+    def _fit_threads(self) -> None:
+        if self._cpu_share is None:
+            return
+        n = self._cpu_share.update()
+        if n == self.threads_in_use:
+            return
+        log.info("model %s: decoding with %d of %d threads (%s)", self.name, n,
+                 self.n_threads, "other processes are using the CPU" if n < self.n_threads
+                 else "the CPU is free again")
+        self.threads_in_use = n
+        for ctx in (self._ctx, self._embed_ctx):
+            if ctx:
+                L.llama_set_n_threads(ctx, n, n)
+
     # -- embeddings -----------------------------------------------------------------------
 
     def _embed(self, job: EmbeddingRequest) -> None:
@@ -483,6 +508,7 @@ class Engine:
             return
         try:
             ctx = self._embedding_context()
+            self._fit_threads()
             too_long = max(job.inputs, key=len)
             if len(too_long) > self._embed_n_ctx:
                 raise ContextOverflowError(len(too_long) - 1, self._embed_n_ctx)
@@ -506,8 +532,8 @@ class Engine:
             pooled = arch and self.model.meta(f"{arch}.pooling_type") is not None
             cp.pooling_type = (L.LLAMA_POOLING_TYPE_UNSPECIFIED if pooled
                                else L.LLAMA_POOLING_TYPE_MEAN)
-            cp.n_threads = self.n_threads
-            cp.n_threads_batch = self.n_threads
+            cp.n_threads = self.threads_in_use
+            cp.n_threads_batch = self.threads_in_use
             cp.no_perf = True
             ctx = L.llama_init_from_model(self.model.ptr, cp)
             if not ctx:

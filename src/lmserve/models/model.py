@@ -56,6 +56,7 @@ class LoadConfig:
     parallel: int = 4
     max_queue: int = 64
     threads: int | None = None
+    share_cpu: bool = True
     ttl: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,6 +84,7 @@ class Model:
                 n_ctx_slot=config.context_length,
                 max_queue=config.max_queue,
                 n_threads=config.threads,
+                share_cpu=config.share_cpu,
                 name=model_id,
             )
         except Exception:

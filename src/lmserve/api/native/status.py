@@ -30,6 +30,8 @@ async def status(request: Request, manager: ModelManager = Depends(get_manager))
             "context_length": engine.n_ctx_slot,
             "parallel": len(engine.slots),
             "threads": model.engine.n_threads,
+            "threads_in_use": model.engine.threads_in_use,
+            "share_cpu": model.engine.shares_cpu,
             "busy_slots": engine.busy,
             "queued": engine.queued,
             "slots": [asdict(s) for s in engine.slots],
