@@ -51,6 +51,9 @@ def test_defaults_when_there_is_no_file(isolated: Path) -> None:
                    "share_cpu": True},
         "models": {"dir": str(isolated / "models"), "jit": True, "ttl_seconds": 3600,
                    "max_loaded": 0, "memory_budget_mb": 0, "default": ""},
+        "security": {"allowed_hosts": "", "allowed_origins": ""},
+        "limits": {"max_body_mb": 32, "max_messages": 4096, "max_n": 16, "max_tokens": 131072,
+                   "max_stop": 32, "max_tools": 256},
     }
     assert config.config_file() == isolated / "config.toml"
     assert not config.config_file().exists()  # reading never creates the file

@@ -14,12 +14,14 @@ import httpx
 import typer
 
 from lmserve import __version__, config
-from lmserve.client import CommandError
+from lmserve.api_keys import API_KEY_ENV
+from lmserve.client import CommandError, auth_headers, local_address
 from lmserve.commands import (
     chat_cmd,
     config_cmd,
     get,
     import_cmd,
+    key_cmd,
     log_cmd,
     models_cmd,
     service_cmd,
@@ -46,7 +48,10 @@ config_app = typer.Typer(help="Show and change persistent settings.", no_args_is
 service_app = typer.Typer(help="Start the server at login (systemd user service).",
                           no_args_is_help=True)
 log_app = typer.Typer(help="The server's log.", no_args_is_help=True)
+key_app = typer.Typer(help="API keys: off until the first one is created.",
+                      no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(key_app, name="key")
 app.add_typer(service_app, name="service")
 app.add_typer(log_app, name="log")
 
@@ -60,6 +65,9 @@ app.command("get")(get.get)
 app.command("import")(import_cmd.import_)
 app.command("chat")(chat_cmd.chat)
 log_app.command("stream")(log_cmd.log_stream)
+key_app.command("create")(key_cmd.key_create)
+key_app.command("list")(key_cmd.key_list)
+key_app.command("revoke")(key_cmd.key_revoke)
 config_app.command("show")(config_cmd.config_show)
 config_app.command("set")(config_cmd.config_set)
 config_app.command("path")(config_cmd.config_path)
@@ -83,8 +91,13 @@ def main() -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar=API_KEY_ENV, show_envvar=True,
+        help="The key to send to a server that needs one (with `server start`: the "
+             "key the server requires).")] = None,
 ) -> None:
-    pass
+    if api_key:  # every command below reads it from there
+        os.environ[API_KEY_ENV] = api_key
 
 
 @server_app.command("start")
@@ -112,6 +125,10 @@ def server_start(
     share_cpu: Annotated[bool | None, typer.Option(
         "--share-cpu/--no-share-cpu", help="Decode with fewer threads while other processes "
         "keep the cores busy [default: configured, on]")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar=API_KEY_ENV, show_envvar=True,
+        help="Require this key (admin scope) besides those of `lmserve key create`.")]
+    = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")]
     = False,
 ) -> None:
@@ -121,13 +138,13 @@ def server_start(
     settings = config.settings_from_config(
         cfg, host=host, port=port, model=model, context_length=context_length,
         parallel=parallel, max_queue=max_queue, cors=cors, threads=threads,
-        share_cpu=share_cpu)
+        share_cpu=share_cpu, api_key=api_key)
     if detach:
         _start_detached(settings)
         return
     from lmserve.server import serve  # the engine loads only where it is needed
 
-    serve(settings, cfg.models)
+    serve(settings, cfg.models, cfg.security, cfg.limits)
 
 
 def _start_detached(settings: ServerSettings) -> None:
@@ -148,10 +165,12 @@ def _start_detached(settings: ServerSettings) -> None:
         args += ["--model", settings.model]
     if settings.threads:
         args += ["--threads", str(settings.threads)]
+    # the key goes through the environment: a command line is visible to every user
+    env = {**os.environ, API_KEY_ENV: settings.api_key} if settings.api_key else None
     log_path = config.log_file()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         state = read_state()
@@ -177,13 +196,12 @@ def _tail(path, lines: int = 15) -> str:
 
 
 def _fetch_status(state: dict[str, Any]) -> dict[str, Any] | None:
-    host = state["host"]
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
+    host = local_address(state["host"])
     if ":" in host:
         host = f"[{host}]"
     try:
-        r = httpx.get(f"http://{host}:{state['port']}/api/v1/status", timeout=5)
+        r = httpx.get(f"http://{host}:{state['port']}/api/v1/status", timeout=5,
+                      headers=auth_headers())
         r.raise_for_status()
         return r.json()
     except (httpx.HTTPError, ValueError):
@@ -195,18 +213,23 @@ def server_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show whether the server runs, where, and what its slots are doing."""
-    from lmserve.server import read_state
+    from lmserve.server import read_state, state_network_warning
 
     state = read_state()
     info = _fetch_status(state) if state else None
+    warning = state_network_warning(state) if state else None
     if as_json:
         out = {"running": bool(state), "pid": state and state["pid"]}
         out.update(info or ({"base_url": state["base_url"]} if state else {}))
+        if warning:
+            out["warning"] = warning
         typer.echo(json.dumps(out, indent=2))
     elif not state:
         typer.echo("The server is not running.")
     else:
         typer.echo(f"The server is running at {state['base_url']} (pid {state['pid']}).")
+        if warning:
+            typer.echo(warning, err=True)
         for m in (info or {}).get("models", []):
             in_use = m.get("threads_in_use", m["threads"])
             typer.echo(f"  {m['id']}: {m['busy_slots']}/{m['parallel']} slots busy, "

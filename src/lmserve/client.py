@@ -6,12 +6,14 @@ raised as a `CommandError`, which the command line prints as one line."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
 from lmserve import config
+from lmserve.api_keys import API_KEY_ENV
 
 
 class CommandError(Exception):
@@ -46,19 +48,30 @@ def server_origin(host: str | None, port: int | None) -> str:
                 raise CommandError(str(exc)) from None
             host = host or cfg.server.host
             port = port or cfg.server.port
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
+    host = local_address(host)
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}"
 
 
+def local_address(host: str) -> str:
+    """Where this machine reaches a server bound to host (a wildcard means loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def auth_headers(api_key: str | None = None) -> dict[str, str]:
+    """The Authorization header for the key given, else $LMSERVE_API_KEY, else none."""
+    key = api_key or os.environ.get(API_KEY_ENV)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 class ServerClient:
     def __init__(self, host: str | None = None, port: int | None = None,
-                 timeout: float = 600) -> None:
+                 timeout: float = 600, api_key: str | None = None) -> None:
         self.origin = server_origin(host, port)
         self.timeout = timeout
-        self._http = httpx.Client(base_url=self.origin, timeout=timeout)
+        self._http = httpx.Client(base_url=self.origin, timeout=timeout,
+                                  headers=auth_headers(api_key))
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

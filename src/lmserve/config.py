@@ -77,6 +77,7 @@ class ServerSettings:
     cors: bool = True
     threads: int | None = None
     share_cpu: bool = True  # fewer threads while other processes keep the cores busy
+    api_key: str | None = None  # one ad-hoc admin key, besides the stored ones
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,47 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """The [security] table. Lists are comma-separated."""
+
+    # Host names a network-bound server answers to; empty: the machine's own names and
+    # addresses; "*": any. Loopback names are always answered; a loopback-bound server
+    # answers to nothing else.
+    allowed_hosts: str = ""
+    # Browser origins, besides local pages, that may load, unload, download and read logs.
+    allowed_origins: str = ""
+
+    def hosts(self) -> list[str]:
+        return _comma_list(self.allowed_hosts)
+
+    def origins(self) -> list[str]:
+        return _comma_list(self.allowed_origins)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """The [limits] table: past each, a request gets a 4xx (413 for the body)."""
+
+    max_body_mb: int = 32
+    max_messages: int = 4096
+    max_n: int = 16
+    max_tokens: int = 131072
+    max_stop: int = 32
+    max_tools: int = 256
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
 class Config:
     """All user settings; `load_config()` reads them from the config file."""
 
     server: ServerConfig = field(default_factory=ServerConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain JSON/TOML-ready values, keyed by table then setting."""
@@ -124,7 +161,8 @@ class Config:
 
 
 # table name -> {setting name -> Python type}, taken from the dataclasses above
-_SECTION_CLASSES: dict[str, type] = {"server": ServerConfig, "models": ModelsConfig}
+_SECTION_CLASSES: dict[str, type] = {"server": ServerConfig, "models": ModelsConfig,
+                                     "security": SecurityConfig, "limits": LimitsConfig}
 _SECTIONS: dict[str, dict[str, type]] = {
     section: {f.name: typing.get_type_hints(cls)[f.name] for f in fields(cls)}
     for section, cls in _SECTION_CLASSES.items()
@@ -140,9 +178,15 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "models.ttl_seconds": (0, None),
     "models.max_loaded": (0, None),
     "models.memory_budget_mb": (0, None),
+    "limits.max_body_mb": (1, None),
+    "limits.max_messages": (1, None),
+    "limits.max_n": (1, None),
+    "limits.max_tokens": (1, None),
+    "limits.max_stop": (0, None),
+    "limits.max_tools": (0, None),
 }
 
-_MAY_BE_EMPTY = {"models.default"}
+_MAY_BE_EMPTY = {"models.default", "security.allowed_hosts", "security.allowed_origins"}
 
 _TYPE_NAMES: dict[type, str] = {int: "an integer", bool: "true or false", str: "a string",
                                 Path: "a path (string)"}

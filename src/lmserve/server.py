@@ -16,7 +16,10 @@ import uvicorn
 
 from lmserve import config
 from lmserve.api import create_app
-from lmserve.config import ModelsConfig, ServerSettings
+from lmserve.api.host_names import HostPolicy, OriginPolicy, is_loopback, split_host
+from lmserve.api.limits import RequestLimits
+from lmserve.api_keys import KeyRing, keys_file, read_keys
+from lmserve.config import LimitsConfig, ModelsConfig, SecurityConfig, ServerSettings
 from lmserve.models import ModelManager
 from lmserve.models.bundled import bundled_model_path
 from lmserve.models.library import ModelLibrary
@@ -26,7 +29,7 @@ log = logging.getLogger("lmserve")
 
 
 def base_url(host: str, port: int) -> str:
-    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "localhost") else host
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::", "localhost") else host
     if ":" in shown:
         shown = f"[{shown}]"
     return f"http://{shown}:{port}/v1"
@@ -36,6 +39,8 @@ def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:  # `::` serves IPv4 clients too, whatever the OS default
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -96,9 +101,37 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def serve(settings: ServerSettings, models: ModelsConfig | None = None) -> None:
+def network_warning(host: str, keys_on: bool) -> str | None:
+    """The warning for a server others can reach without a key, or None."""
+    if keys_on or is_loopback(split_host(host)):
+        return None
+    return (f"WARNING: the server listens on {host}, reachable from the network, and "
+            "needs no API key: anyone who can reach this machine can use and manage its "
+            "models. Create a key (`lmserve key create --scope admin`) or start it with "
+            "--api-key, or bind to 127.0.0.1.")
+
+
+def state_network_warning(state: dict[str, Any]) -> str | None:
+    """network_warning for a running server, from its state file and the key file."""
+    try:
+        stored = bool(read_keys())
+    except ValueError:
+        stored = False
+    return network_warning(state["host"], bool(state.get("adhoc_key")) or stored)
+
+
+def request_limits(limits: LimitsConfig) -> RequestLimits:
+    return RequestLimits(max_body_bytes=limits.max_body_mb * 1024 * 1024,
+                         max_messages=limits.max_messages, max_n=limits.max_n,
+                         max_tokens=limits.max_tokens, max_stop=limits.max_stop,
+                         max_tools=limits.max_tools)
+
+
+def serve(settings: ServerSettings, models: ModelsConfig | None = None,
+          security: SecurityConfig | None = None, limits: LimitsConfig | None = None) -> None:
     configure_logging()
     models = models or ModelsConfig()
+    security = security or SecurityConfig()
     running = read_state()
     if running:
         raise SystemExit(f"A server is already running at {running['base_url']} "
@@ -124,7 +157,8 @@ def serve(settings: ServerSettings, models: ModelsConfig | None = None) -> None:
         default = None
     try:
         startup = [] if (settings.model or "").lower() == "none" else \
-            [manager.load_now(settings.model or default or str(bundled_model_path()))[0].id]
+            [manager.load_now(settings.model or default or str(bundled_model_path()),
+                               allow_paths=True)[0].id]
     except (LookupError, OSError, RuntimeError) as exc:  # unknown, missing or unloadable
         sock.close()
         raise SystemExit(f"Cannot load the model: {exc}") from exc
@@ -138,16 +172,24 @@ def serve(settings: ServerSettings, models: ModelsConfig | None = None) -> None:
         "base_url": url,
         "models": startup,
         "started_at": int(time.time()),
+        "adhoc_key": bool(settings.api_key),  # whether one was given, never the key
     }
+    keys = KeyRing(keys_file(), settings.api_key)
 
     def ready() -> None:
         _write_state(state)
-        log.info("lmserve is ready: %s (models: %s; default: %s; JIT %s; CORS %s)", url,
-                 ", ".join(startup) or "none loaded", manager.default or "none",
-                 "on" if models.jit else "off",
-                 "on" if settings.cors else "off")
+        log.info("lmserve is ready: %s (models: %s; default: %s; JIT %s; CORS %s; API keys %s)",
+                 url, ", ".join(startup) or "none loaded", manager.default or "none",
+                 "on" if models.jit else "off", "on" if settings.cors else "off",
+                 "on" if keys.enabled else "off")
+        warning = network_warning(settings.host, keys.enabled)
+        if warning:
+            log.warning("\n%s\n%s\n%s", "!" * 78, warning, "!" * 78)
 
-    app = create_app(manager, cors=settings.cors, base_url=url, on_ready=ready)
+    app = create_app(manager, cors=settings.cors, base_url=url, on_ready=ready,
+                     hosts=HostPolicy(settings.host, security.hosts()),
+                     origins=OriginPolicy(security.origins()), keys=keys,
+                     limits=request_limits(limits or LimitsConfig()))
 
     server = _Server(uvicorn.Config(
         app,

@@ -13,12 +13,16 @@ from lmserve import __version__
 from lmserve.api.anthropic import messages
 from lmserve.api.cors import OpenCORS
 from lmserve.api.errors import install_error_handlers
+from lmserve.api.host_names import HostPolicy, OriginPolicy
 from lmserve.api.json_body import JSONBodies
+from lmserve.api.limits import LimitRequests, RequestLimits
 from lmserve.api.native import downloads, logs, status, tokenize
 from lmserve.api.native import models as native_models
 from lmserve.api.native.logs import LogBroadcaster
 from lmserve.api.openai import chat, completions, embeddings, models, responses
 from lmserve.api.openapi import install_openapi
+from lmserve.api.security import AccessControl
+from lmserve.api_keys import KeyRing, keys_file
 from lmserve.models import ModelManager
 
 
@@ -28,6 +32,10 @@ def create_app(
     cors: bool = True,
     base_url: str = "",
     on_ready: Callable[[], None] | None = None,
+    hosts: HostPolicy | None = None,
+    origins: OriginPolicy | None = None,
+    keys: KeyRing | None = None,
+    limits: RequestLimits | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -50,7 +58,12 @@ def create_app(
                    responses, native_models, downloads, logs):
         app.include_router(module.router)
     install_openapi(app)
+    # Outermost last: CORS headers go on every answer, refusals included, so a local page
+    # can read why it was refused; access is decided before a body is read.
     app.add_middleware(JSONBodies)
+    app.add_middleware(LimitRequests, limits=limits or RequestLimits())
+    app.add_middleware(AccessControl, hosts=hosts or HostPolicy("127.0.0.1"),
+                       origins=origins or OriginPolicy(), keys=keys or KeyRing(keys_file()))
     if cors:
         app.add_middleware(OpenCORS)
     return app

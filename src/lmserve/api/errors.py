@@ -15,7 +15,8 @@ from lmserve.engine import ContextOverflowError, QueueFullError
 from lmserve.engine.engine import EngineStoppedError
 from lmserve.models import ModelNotFoundError
 from lmserve.models.chat_template import ChatTemplateError
-from lmserve.models.manager import ModelBusyError, ModelLoadedError
+from lmserve.models.manager import LoadRefusedError, ModelBusyError, ModelLoadedError
+from lmserve.models.paths import PathEscapeError
 
 log = logging.getLogger("lmserve.api")
 
@@ -57,6 +58,10 @@ def as_api_error(exc: Exception) -> APIError:
         return APIError(503, f"The server is overloaded: {exc} Retry shortly.",
                         type="server_error", code="server_overloaded",
                         headers={"Retry-After": "1"})
+    if isinstance(exc, PathEscapeError):
+        return APIError(400, str(exc), param="model", code="path_escape")
+    if isinstance(exc, LoadRefusedError):
+        return APIError(403, str(exc), param="model", code="model_load_forbidden")
     if isinstance(exc, ModelBusyError):
         return APIError(503, str(exc), type="server_error", code="models_busy",
                         headers={"Retry-After": "5"})
@@ -133,6 +138,7 @@ def install_error_handlers(app: FastAPI) -> None:
     # outermost middleware, which re-raises after answering.
     for known in (APIError, ContextOverflowError, ModelNotFoundError, QueueFullError,
                   EngineStoppedError, ChatTemplateError, ModelBusyError, ModelLoadedError,
+                  LoadRefusedError,
                   ValueError):
         app.add_exception_handler(known, _known)
     app.add_exception_handler(Exception, _known)

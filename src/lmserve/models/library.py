@@ -29,6 +29,7 @@ import gguf
 from lmserve.config import home_dir
 from lmserve.models.bundled import bundled_model_path
 from lmserve.models.manager import model_id_for
+from lmserve.models.paths import ensure_inside, is_inside
 
 log = logging.getLogger("lmserve.models.library")
 
@@ -330,6 +331,11 @@ class ModelLibrary:
         self._snapshot: _Snapshot | None = None
         self._infos: dict[Path, tuple[tuple[Any, ...], GgufInfo | None]] = {}
 
+    def ensure_inside(self, path: Path) -> Path:
+        """path resolved, if it stays inside the library folder (before any request writes
+        or deletes there); else PathEscapeError (a 400)."""
+        return ensure_inside(self.root, path)
+
     def entries(self) -> list[ModelEntry]:
         """Every model, sorted by repo key, each repo's preferred variant first."""
         return list(self._current().entries)
@@ -366,6 +372,7 @@ class ModelLibrary:
         if folder.parent.parent != self.root:
             raise ValueError(f"'{entry.key}' is not stored in the library folder "
                              f"({self.root}), so it cannot be removed from it.")
+        self.ensure_inside(folder)  # nor through a symlinked folder leading out of it
         split = split_part(entry.file_name)
         names = split_part_names(split[0], split[2]) if split else [entry.file_name]
         files = [folder / n for n in names]
@@ -453,19 +460,28 @@ class ModelLibrary:
 def _scan_disk(root: Path) -> list[_ModelFile]:
     """Every model under root/<publisher>/<repo>/, with the stats that identify its files."""
     models: list[_ModelFile] = []
-    for publisher in _subdirs(root):
-        for repo in _subdirs(publisher):
+    for publisher in _subdirs(root, root):
+        for repo in _subdirs(publisher, root):
             models.extend(_repo_models(publisher.name, repo))
     return models
 
 
-def _subdirs(path: Path) -> list[Path]:
+def _subdirs(path: Path, root: Path) -> list[Path]:
+    """The folders in path, leaving out symlinked ones that lead outside root. (A symlinked
+    model file is kept: `lmserve import --mode symlink` makes those, for the local user.)"""
     try:
         with os.scandir(path) as it:
             found = [Path(e.path) for e in it if not e.name.startswith(".") and e.is_dir()]
     except OSError:
         return []
-    return sorted(found)
+    inside = [p for p in found if not p.is_symlink() or is_inside(root, p)]
+    for outside in set(found) - set(inside) - _warned_outside:
+        _warned_outside.add(outside)  # once: the folder is scanned on every request
+        log.warning("skipping %s: the link leads outside the models folder", outside)
+    return sorted(inside)
+
+
+_warned_outside: set[Path] = set()
 
 
 def _repo_models(publisher: str, repo: Path) -> list[_ModelFile]:

@@ -20,12 +20,14 @@ import logging
 import re
 import threading
 import time
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from lmserve.models.memory import estimate_file_memory
 from lmserve.models.model import LoadConfig, Model
+from lmserve.models.paths import check_model_name
 
 log = logging.getLogger("lmserve.models")
 
@@ -47,6 +49,15 @@ class ModelBusyError(RuntimeError):
 
 class ModelLoadedError(RuntimeError):
     """A model cannot be removed while it is loaded."""
+
+
+class LoadRefusedError(PermissionError):
+    """The caller may use loaded models but not load one (see load_refusal)."""
+
+
+# Why the current request may not load a model just in time, or None when it may. The
+# API sets it for requests from foreign web pages, which must not make the machine load.
+load_refusal: ContextVar[str | None] = ContextVar("load_refusal", default=None)
 
 
 class Library(Protocol):
@@ -108,13 +119,18 @@ class ModelManager:
 
     # -- loading --------------------------------------------------------------------------
 
-    def _locate(self, name: str) -> tuple[str, Path, Any]:
-        """The library key (or file id), path and library entry a load request names."""
+    def _locate(self, name: str, allow_paths: bool) -> tuple[str, Path, Any]:
+        """The library key (or file id), path and library entry a load request names.
+
+        A file path is accepted only from the local user (allow_paths); requests name
+        models of the library, whose names cannot leave its folder."""
+        if not allow_paths:
+            check_model_name(name)
         entry = self.library.find(name) if self.library else None
         if entry is not None:
             return entry.key, Path(entry.path), entry
         path = Path(name).expanduser()
-        if path.suffix == ".gguf" and path.is_file():
+        if allow_paths and path.suffix == ".gguf" and path.is_file():
             path = path.resolve()
             for entry in self.library.entries() if self.library else []:
                 if Path(entry.path).resolve() == path:  # a library file named by its path
@@ -123,11 +139,13 @@ class ModelManager:
         known = [e.key for e in self.library.entries()] if self.library else []
         raise ModelNotFoundError(name, known)
 
-    def load_now(self, name: str, *, identifier: str | None = None,
+    def load_now(self, name: str, *, identifier: str | None = None, allow_paths: bool = False,
                  **options: Any) -> tuple[Model, str]:
         """Loads in the calling thread; returns the instance and what happened:
-        "loaded", "already_loaded" or "reloaded" (with the new options)."""
-        key, path, entry = self._locate(name)
+        "loaded", "already_loaded" or "reloaded" (with the new options).
+
+        allow_paths: `name` may be a GGUF file anywhere (the local user's own choice)."""
+        key, path, entry = self._locate(name, allow_paths)
         current = self.get(identifier) if identifier else next(iter(self._instances_of(key)),
                                                                 None)
         if current is not None and current.key != key:
@@ -203,7 +221,9 @@ class ModelManager:
         target, stand_in = self._route(name)
         if target is None:
             raise ModelNotFoundError(name, self.listed_ids(), jit=self.jit)
-        if isinstance(target, str):
+        if isinstance(target, str):  # a library model, loaded just in time
+            if (reason := load_refusal.get()) is not None:
+                raise LoadRefusedError(reason)
             target, _ = await self.load(target, ttl=ttl if ttl is not None else self.jit_ttl)
         if stand_in:
             log.info("model '%s' matches no model: served by %s", name, target.id)

@@ -56,8 +56,8 @@ async def create_message(
     request: Request,
     manager: ModelManager = Depends(get_manager),
 ) -> Response:
-    # x-api-key, Authorization and anthropic-version are accepted and ignored: the
-    # server needs no key and speaks one version of the API.
+    # anthropic-version is accepted and ignored: the server speaks one version of the
+    # API. A key, when keys are on, was checked before (api/security.py).
     try:
         body = await parse_body(request, MessagesRequest)
         model = await manager.resolve(body.model)

@@ -95,6 +95,8 @@ async def start_download(body: DownloadRequest, request: Request,
     if manager.library is None:
         raise APIError(400, "This server has no model library to download into.")
     source = parse_source(body.model)  # ValueError -> 400
+    # a publisher or repo folder that is a symlink must not take the files elsewhere
+    manager.library.ensure_inside(manager.library.root / source.publisher / source.repo)
     try:
         plan = await asyncio.to_thread(plan_download, source)
     except HubUnreachableError as exc:

@@ -136,7 +136,7 @@ class _Sampling(_Request):
     seed: int | None = None
     stop: Stop = None
     max_tokens: int | None = None
-    n: int = Field(default=1, ge=1, le=16)
+    n: int = Field(default=1, ge=1)  # the upper bound is limits.max_n (api/limits.py)
     logit_bias: dict[str, float] | None = None
     ignore_eos: bool = Field(default=False, description="Generate until max_tokens or a "
                              "stop string, never ending at the model's end token")
