@@ -155,6 +155,11 @@ _ERRORS = {
     404: "No such model, route or stored object.",
     502: "The model hub could not be reached or refused the request.",
     503: "The queue is full, or the model is busy or unloading; see Retry-After.",
+    # from the middleware in api/security.py and api/limits.py, before any route
+    401: "API keys are on and the request carries none, or a wrong one.",
+    403: "Refused: a Host this server does not answer to, a key without the admin scope, "
+         "or a web page from a foreign origin managing the machine or loading a model.",
+    413: "The request body is larger than limits.max_body_mb.",
 }
 
 _SSE_NOTE = ("With `stream: true`: Server-Sent Events, one `data: <JSON>` event per chunk")
@@ -256,11 +261,16 @@ def build_document(app: FastAPI) -> JSON:
                 # Not described yet: at least say that errors use the envelope.
                 operation["responses"].pop("422", None)
                 operation["responses"].setdefault("400", _error_response(400, False))
-                continue
-            operation["responses"] = _responses(spec)
-            if spec["body"] is not None:
-                operation["requestBody"], used = _anthropic_body(spec["body"])
-                schemas.update(used)
+            else:
+                operation["responses"] = _responses(spec)
+                if spec["body"] is not None:
+                    operation["requestBody"], used = _anthropic_body(spec["body"])
+                    schemas.update(used)
+            anthropic = bool(spec and spec["anthropic"])
+            access = [403] + ([401] if path != "/health" else []) + \
+                ([413] if method in ("post", "put", "patch") else [])
+            for status in access:
+                operation["responses"][str(status)] = _error_response(status, anthropic)
     return doc
 
 
