@@ -27,10 +27,6 @@ class ServerUnreachableError(CommandError):
 class ServerRequestError(CommandError):
     """The server answered with an error; the message is the server's own."""
 
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
 
 def server_origin(host: str | None, port: int | None) -> str:
     """Flags first, then the running server's state file, then the configured address."""
@@ -106,7 +102,7 @@ class ServerClient:
                     if line.startswith("data: ") and line != "data: [DONE]":
                         event = json.loads(line[6:])
                         if isinstance(event, dict) and isinstance(event.get("error"), dict):
-                            raise ServerRequestError(str(event["error"].get("message")), 200)
+                            raise ServerRequestError(str(event["error"].get("message")))
                         yield event
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
@@ -128,10 +124,9 @@ class ServerClient:
             message = r.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             return self._not_lmserve(r)
-        return ServerRequestError(str(message), r.status_code)
+        return ServerRequestError(str(message))
 
     def _not_lmserve(self, r: httpx.Response) -> CommandError:
         return ServerRequestError(
             f"The server at {self.origin} answered {r.request.method} {r.request.url.path} "
-            f"with HTTP {r.status_code} but not as lmserve does: is it an lmserve server?",
-            r.status_code)
+            f"with HTTP {r.status_code} but not as lmserve does: is it an lmserve server?")

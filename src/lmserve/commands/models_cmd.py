@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
 from lmserve import config
 from lmserve.client import CommandError, ServerClient, ServerUnreachableError
+from lmserve.commands.config_cmd import load_config_or_exit
 
 Host = Annotated[str | None, typer.Option(help="Server address [default: configured]")]
 Port = Annotated[int | None, typer.Option(help="Server port [default: configured]")]
@@ -67,17 +69,11 @@ def _library(host: str | None, port: int | None) -> list[dict[str, Any]]:
     except ServerUnreachableError:
         from lmserve.models.library import ModelLibrary
 
-        cfg = _config()
+        cfg = load_config_or_exit()
         library = ModelLibrary(cfg.models.dir)
         return [{**e.to_dict(), "default": e.key == cfg.models.default,
                  "loaded_instances": []} for e in library.entries()]
 
-
-def _config() -> config.Config:
-    try:
-        return config.load_config()
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
 
 
 def ps(as_json: AsJson = False, host: Host = None, port: Port = None) -> None:
@@ -136,7 +132,7 @@ def _estimate(model: str, context_length: int | None, parallel: int | None) -> N
     from lmserve.models.library import ModelLibrary
     from lmserve.models.memory import estimate_file_memory
 
-    cfg = _config()
+    cfg = load_config_or_exit()
     entry = ModelLibrary(cfg.models.dir).find(model)
     if entry is None:
         raise typer.BadParameter(f"No model '{model}' in the library.")
@@ -178,7 +174,7 @@ def default(
     except ServerUnreachableError:
         from lmserve.models.library import ModelLibrary
 
-        entry = ModelLibrary(_config().models.dir).find(model)
+        entry = ModelLibrary(load_config_or_exit().models.dir).find(model)
         if entry is None:
             raise CommandError(f"No model '{model}' in the library (see `lmserve ls`).") \
                 from None
@@ -199,13 +195,14 @@ def rm(
     if not yes and not typer.confirm(f"Delete the files of {model} from the library?"):
         raise typer.Exit(1)
     try:
-        out = ServerClient(host, port, timeout=60).delete(f"/api/v1/models/{model}")
+        out = ServerClient(host, port, timeout=60).delete(
+            f"/api/v1/models/{quote(model, safe='/@')}")
         key, files = out["deleted"], out["files"]
     except ServerUnreachableError:  # no server, so nothing is loaded: straight from disk
         from lmserve.models.library import ModelLibrary
 
         try:
-            entry, paths = ModelLibrary(_config().models.dir).remove(model)
+            entry, paths = ModelLibrary(load_config_or_exit().models.dir).remove(model)
         except (LookupError, ValueError, OSError) as exc:
             raise CommandError(str(exc)) from None
         key, files = entry.key, [str(p) for p in paths]
