@@ -69,6 +69,15 @@ def test_bad_source_is_400(server):
     assert r.status_code == 400
 
 
+def test_what_the_hub_does_not_have_is_404(server):
+    # The asker's mistake, not the hub's failure (which is a 502).
+    for missing in ("test-org/No-Such-GGUF", "test-org/Other-GGUF@q8_0"):
+        r = httpx.post(server.origin + "/api/v1/models/download", json={"model": missing},
+                       timeout=60)
+        assert r.status_code == 404, r.text
+        assert r.json()["error"]["code"] == "model_not_found"
+
+
 def test_lmserve_get_then_ls(server, hub, tmp_path):
     env = {**server.env, "LMSERVE_MODELS_DIR": str(tmp_path)}
     got = subprocess.run([sys.executable, "-m", "lmserve", "get", "test-org/Other-GGUF",

@@ -106,3 +106,21 @@ def test_real_answers_match_their_documented_status_and_schema(
     schema = document["paths"]["/v1/responses/{response_id}"]["get"]["responses"]["404"]
     _validator(document, schema["content"]["application/json"]["schema"]).validate(
         missing.json())
+
+
+@pytest.mark.parametrize("field, value", [("stream", 0), ("max_tokens", "8"),
+                                          ("temperature", "0.5"), ("logprobs", 1)])
+def test_what_the_document_calls_ill_typed_is_refused(server: ServerProcess, field: str,
+                                                      value: object) -> None:
+    body = {"model": "x", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2,
+            field: value}
+    response = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=60)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == field
+
+
+def test_a_wrong_method_names_every_method_of_the_path(server: ServerProcess) -> None:
+    # GET and DELETE /v1/responses/{id} are two routes; Allow must name both.
+    response = httpx.put(f"{server.base_url}/responses/resp_x", timeout=30)
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == {"GET", "DELETE"}

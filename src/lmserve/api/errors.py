@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Route
 
 from lmserve.engine import ContextOverflowError, QueueFullError
 from lmserve.engine.engine import EngineStoppedError
@@ -91,14 +92,19 @@ def error_response(exc: Exception) -> JSONResponse:
     )
 
 
+def _is_union_member(part: str) -> bool:
+    # Not a prefix test on "str": that would also drop `stream` and `strict`.
+    return part in ("str", "int", "float", "bool") or part.startswith(
+        ("function-", "list[", "dict[", "literal["))
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0] if exc.errors() else {}
     if first.get("type") == "json_invalid":
         return "We could not parse the JSON body of your request: it is not valid JSON.", None
     loc = [p for p in first.get("loc", ()) if p != "body"]
     # Union members show up as their type name in the location; they are noise here.
-    path = [p for p in loc
-            if isinstance(p, int) or not p.startswith(("function-", "str", "list[", "int"))]
+    path = [p for p in loc if isinstance(p, int) or not _is_union_member(p)]
     param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
     param = param or None
     message = first.get("msg", "Invalid request.").removeprefix("Value error, ")
@@ -109,6 +115,18 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     elif param:
         message = f"Invalid value for '{param}': {message}."
     return message, param
+
+
+def _methods_at(routes: list[BaseRoute], path: str) -> set[str]:
+    """Every method some route serves at path: Starlette's own Allow header names only the
+    first route that matched, though GET and DELETE may be two routes on one path."""
+    methods: set[str] = set()
+    for route in routes:
+        if hasattr(route, "original_router"):  # an included router, kept whole by FastAPI
+            methods |= _methods_at(route.original_router.routes, path)
+        elif isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return methods
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -125,8 +143,9 @@ def install_error_handlers(app: FastAPI) -> None:
                                            "unknown_url"), 404)
         if exc.status_code == 405:
             message = f"Method {request.method} is not allowed on {request.url.path}."
+            allowed = ", ".join(sorted(_methods_at(request.app.routes, request.url.path)))
             return JSONResponse(error_body(message, "invalid_request_error"), 405,
-                                headers=exc.headers)
+                                headers={**(exc.headers or {}), "Allow": allowed})
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         return JSONResponse(error_body(str(exc.detail), kind), exc.status_code,
                             headers=exc.headers)

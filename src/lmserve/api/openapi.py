@@ -199,7 +199,7 @@ ROUTES: dict[tuple[str, str], JSON] = {
         "AnthropicResponse", _GENERATION, anthropic=True, body=MessagesRequest,
         stream=f"{_SSE_NOTE}, each with an `event:` line (message_start ... message_stop)."),
     ("post", "/v1/messages/count_tokens"): _route(
-        "TokenCount", _GENERATION, anthropic=True, body=CountTokensRequest),
+        "AnthropicTokenCount", _GENERATION, anthropic=True, body=CountTokensRequest),
     ("post", "/api/v1/tokenize"): _route("Tokens", _GENERATION),
     ("post", "/api/v1/detokenize"): _route("Text", _GENERATION),
     ("post", "/tokenize"): _route("RootTokens", _GENERATION),

@@ -50,6 +50,10 @@ class HubUnreachableError(DownloadError):
     """The Hub cannot be reached (no network, offline mode); the caller says what to do."""
 
 
+class NotOnHubError(DownloadError):
+    """The hub has no such repository, revision or GGUF file: the asker's mistake."""
+
+
 class ChecksumError(DownloadError):
     """The downloaded bytes do not match the sha256 the hub published."""
 
@@ -200,10 +204,10 @@ def _list_repo(source: Source, base: str) -> tuple[str, str | None, list[RemoteF
         raise DownloadError(f"{source.repo_id} is gated: accept its terms on the hub and set "
                             "HF_TOKEN to a token of that account.") from e
     except RepositoryNotFoundError as e:
-        raise DownloadError(f"Repository {source.repo_id} was not found on {base} (if it is "
+        raise NotOnHubError(f"Repository {source.repo_id} was not found on {base} (if it is "
                             "private, set HF_TOKEN).") from e
     except RevisionNotFoundError as e:
-        raise DownloadError(f"Revision {source.revision!r} of {source.repo_id} was not "
+        raise NotOnHubError(f"Revision {source.revision!r} of {source.repo_id} was not "
                             "found.") from e
     except HfHubHTTPError as e:
         raise DownloadError(f"The hub at {base} answered with an error: {e}") from e
@@ -241,18 +245,18 @@ def select_files(files: list[RemoteFile], source: Source) -> list[RemoteFile]:
     """The GGUF file (all its parts if it is split) that `source` asks for."""
     ggufs = [f for f in files if f.path.lower().endswith(".gguf")]
     if not ggufs:
-        raise DownloadError(f"{source.repo_id} has no GGUF files; lmserve runs GGUF models.")
+        raise NotOnHubError(f"{source.repo_id} has no GGUF files; lmserve runs GGUF models.")
     groups = _group_shards(ggufs)
     if source.filename:
         return _complete(_named_group(groups, source), source)
     # Vision projectors are companions of a model, not a model to pick on their own.
     models = {k: g for k, g in groups.items() if "mmproj" not in k.rsplit("/", 1)[-1].lower()}
     if not models:
-        raise DownloadError(f"{source.repo_id} has only projector (mmproj) GGUF files.")
+        raise NotOnHubError(f"{source.repo_id} has only projector (mmproj) GGUF files.")
     if source.quant:
         matches = [g for k, g in models.items() if _has_quant(k, source.quant)]
         if not matches:
-            raise DownloadError(f"{source.repo_id} has no {source.quant} GGUF. Available: "
+            raise NotOnHubError(f"{source.repo_id} has no {source.quant} GGUF. Available: "
                                 f"{', '.join(sorted(_names(models)))}.")
         return _complete(_smallest(matches), source)
     for quant in DEFAULT_QUANT_PREFERENCE:
@@ -281,7 +285,7 @@ def _named_group(groups: dict[str, list[RemoteFile]], source: Source) -> list[Re
     by_name = [g for g in groups.values() if any(f.name == wanted for f in g)]
     if len(by_name) == 1:
         return by_name[0]
-    raise DownloadError(f"{source.repo_id} has no file {wanted!r}. GGUF files: "
+    raise NotOnHubError(f"{source.repo_id} has no file {wanted!r}. GGUF files: "
                         f"{', '.join(sorted(f.path for g in groups.values() for f in g))}.")
 
 

@@ -17,7 +17,7 @@ from lmserve.engine import SamplingParams
 
 class _Open(BaseModel):
     # Clients send fields we do not use (metadata, cache_control, citations...).
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class TextBlock(_Open):

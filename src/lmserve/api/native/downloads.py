@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from lmserve.api.deps import get_manager
 from lmserve.api.errors import APIError
@@ -24,6 +24,7 @@ from lmserve.models.download import (
     DownloadError,
     DownloadPlan,
     HubUnreachableError,
+    NotOnHubError,
     download,
     is_downloaded,
     parse_source,
@@ -80,6 +81,7 @@ class DownloadJob:
 
 
 class DownloadRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     model: str = Field(min_length=1, description="publisher/repo[@quant] or a Hub URL")
 
 
@@ -104,6 +106,8 @@ async def start_download(body: DownloadRequest, request: Request,
                        f"file can be placed in the models folder ({manager.library.root}) "
                        "as <publisher>/<repo>/<file>.gguf instead.", type="server_error",
                        code="hub_unavailable") from exc
+    except NotOnHubError as exc:
+        raise APIError(404, str(exc), param="model", code="model_not_found") from exc
     except DownloadError as exc:
         raise APIError(502, str(exc), type="server_error", code="hub_unavailable") from exc
     job = DownloadJob(secrets.token_hex(8), plan, manager.library.root)

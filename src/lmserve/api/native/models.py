@@ -69,7 +69,7 @@ async def list_models(manager: ModelManager = Depends(get_manager)) -> dict[str,
 
 
 class LoadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     model: str = Field(min_length=1)
     context_length: int | None = Field(default=None, ge=64)
     parallel: int | None = Field(default=None, ge=1, le=64)
@@ -97,6 +97,7 @@ async def load_model(body: LoadRequest,
 
 
 class UnloadRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     instance_id: str | None = None
     model: str | None = None
     all: bool = False

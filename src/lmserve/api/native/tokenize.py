@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from lmserve.api.deps import get_manager
 from lmserve.api.errors import APIError
@@ -21,6 +21,7 @@ router = APIRouter()
 
 
 class TokenizeRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     model: str = Field(min_length=1)
     text: str
     add_special: bool = False
@@ -28,6 +29,7 @@ class TokenizeRequest(BaseModel):
 
 
 class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     model: str = Field(min_length=1)
     tokens: list[int]
 
@@ -65,12 +67,14 @@ _LOADED = ""
 
 
 class RootTokenizeRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     model: str = _LOADED
     prompt: str
     add_special_tokens: bool = True
 
 
 class RootDetokenizeRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
     model: str = _LOADED
     tokens: list[int]
 

@@ -15,7 +15,7 @@ LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
 class _Open(BaseModel):
     # Clients send fields we do not use (ids, statuses, annotations...): accept them.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class TextPart(_Open):
@@ -103,7 +103,7 @@ class FormatJSONObject(_Open):
 
 
 class FormatJSONSchema(_Open):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
     type: Literal["json_schema"]
     name: str = Field(min_length=1, max_length=64)
     schema_: dict[str, Any] = Field(alias="schema")
