@@ -32,6 +32,8 @@ from tests.fakehub import FakeHub, make_gguf  # noqa: E402
 from tests.fuzz_run import run_fuzz  # noqa: E402
 from tests.server_process import ServerProcess  # noqa: E402
 
+UNLOAD = "/api/v1/models/unload"
+
 
 def still_serving(server: ServerProcess, model: str) -> dict:
     # By its id: fuzzed unloads may have left nothing loaded, and then it loads just in time.
@@ -59,18 +61,28 @@ def main() -> None:
         try:
             model = server.status()["models"][0]["id"]
             seed = args.seed
-            while sum(r["cases"] for r in runs) < args.min_cases:
+            # Unloads last: after an unload of everything, most requests would only meet
+            # the 404 of a model that is gone.
+            plan = {"exclude": (UNLOAD,)}
+            while True:
                 result = run_fuzz(server.origin, max_examples=args.max_examples, seed=seed,
-                                  phases="coverage,fuzzing", exclude=(), timeout=6 * 3600)
+                                  phases="coverage,fuzzing", timeout=6 * 3600, **plan)
                 statuses += result.statuses
                 runs.append({"seed": seed, "cases": result.cases,
                              "responses": result.responses, "exit_code": result.exit_code,
                              "failures": result.failures,
                              "errors": result.report.get("errors", []),
                              "output_tail": result.output[-4000:]})
-                print(f"seed {seed}: {result.cases} cases, exit {result.exit_code}, "
+                print(f"seed {seed} {plan}: {result.cases} cases, exit {result.exit_code}, "
                       f"{len(result.failures)} failure kinds", flush=True)
                 seed += 1
+                if not result.report:
+                    print(result.output[-3000:])
+                    break
+                if "include" in plan:
+                    break
+                if sum(r["cases"] for r in runs) >= args.min_cases:
+                    plan = {"exclude": (), "include": (UNLOAD,)}
             after = still_serving(server, model)
         finally:
             exit_code = server.stop()

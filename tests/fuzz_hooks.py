@@ -35,7 +35,7 @@ def capped(path: str, body: Any) -> Any:
     for key in _TOKEN_LIMITS:
         if _is_int(out.get(key)) and (out[key] > TOKEN_CAP or out[key] == -1):
             out[key] = TOKEN_CAP
-    if path in _UNBOUNDED and not any(key in out for key in _TOKEN_LIMITS):
+    if path in _UNBOUNDED and all(out.get(key) is None for key in _TOKEN_LIMITS):
         out[_UNBOUNDED[path]] = TOKEN_CAP
     if path == "/api/v1/models/load":
         for key, cap in _LOAD_CAPS.items():

@@ -25,7 +25,8 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
 # The live log never ends; it is a stream to read, not a request to fuzz.
 ALWAYS_EXCLUDED = ("/api/v1/logs/stream",)
 # Routes that change what is loaded or on disk: slow, and fuzzed in the bench run only.
-MACHINE_ROUTES = ("/api/v1/models/load", "/api/v1/models/unload", "/api/v1/models/download")
+MACHINE_ROUTES = ("/api/v1/models/load", "/api/v1/models/unload", "/api/v1/models/download",
+                  "/api/v1/models/default", "/api/v1/models/{key}")
 
 
 @dataclass
@@ -37,7 +38,7 @@ class FuzzResult:
 
     @property
     def cases(self) -> int:
-        return self.report["test_cases"]["generated"]
+        return self.report.get("test_cases", {}).get("generated", 0)
 
     @property
     def responses(self) -> int:
@@ -49,11 +50,13 @@ class FuzzResult:
 
     @property
     def failures(self) -> list[dict]:
-        return self.report["failures"]
+        # No report at all means schemathesis itself failed: that is a failure too.
+        return self.report.get("failures", [{"no report": self.output[-3000:]}])
 
 
 def run_fuzz(origin: str, *, max_examples: int, seed: int, phases: str = "fuzzing",
-             exclude: tuple[str, ...] = MACHINE_ROUTES, timeout: float = 3600) -> FuzzResult:
+             exclude: tuple[str, ...] = MACHINE_ROUTES, include: tuple[str, ...] = (),
+             timeout: float = 3600) -> FuzzResult:
     work = Path(tempfile.mkdtemp(prefix="lmserve-fuzz-"))
     report_path, status_log = work / "report.json", work / "statuses.log"
     schemathesis = Path(sys.executable).parent / "schemathesis"
@@ -73,6 +76,8 @@ def run_fuzz(origin: str, *, max_examples: int, seed: int, phases: str = "fuzzin
     ]
     for path in (*ALWAYS_EXCLUDED, *exclude):
         command += ["--exclude-path", path]
+    for path in include:
+        command += ["--include-path", path]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks",
            "LMSERVE_FUZZ_STATUS_LOG": str(status_log),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),

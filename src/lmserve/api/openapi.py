@@ -142,6 +142,8 @@ SCHEMAS: dict[str, JSON] = {
                         "status": {"enum": ["loaded", "already_loaded"]},
                         "load_time_seconds": _NUM}, {"load_config": _ANY_OBJ}),
     "UnloadResult": _obj({"unloaded": _list_of(_STR)}),
+    "DefaultModel": _obj({"default": _STR}),
+    "DeletedModel": _obj({"deleted": _STR, "files": _list_of(_STR)}),
     "DownloadJob": _obj({"job_id": _STR,
                          "status": {"enum": ["downloading", "completed", "failed"]},
                          "model_key": _STR, "total_size_bytes": _INT,
@@ -153,6 +155,7 @@ _ERRORS = {
     400: "The request is malformed: invalid JSON, a missing or ill-typed field, a value out "
          "of range, or a prompt too long for the context.",
     404: "No such model, route or stored object.",
+    409: "The model is loaded: unload it first.",
     502: "The model hub could not be reached or refused the request.",
     503: "The queue is full, or the model is busy or unloading; see Retry-After.",
     # from the middleware in api/security.py and api/limits.py, before any route
@@ -210,6 +213,8 @@ ROUTES: dict[tuple[str, str], JSON] = {
     ("get", "/api/v1/models"): _route("Library"),
     ("post", "/api/v1/models/load"): _route("LoadResult", _GENERATION),
     ("post", "/api/v1/models/unload"): _route("UnloadResult", (400, 404)),
+    ("post", "/api/v1/models/default"): _route("DefaultModel", (400, 404)),
+    ("delete", "/api/v1/models/{key}"): _route("DeletedModel", (400, 404, 409)),
     ("post", "/api/v1/models/download"): _route("DownloadJob", (400, 404, 502)),
     ("get", "/api/v1/models/download/status/{job_id}"): _route("DownloadJob", (400, 404)),
     ("get", "/api/v1/logs/stream"): _route(
