@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lmserve.engine import Done, SamplingParams
 from lmserve.models import ModelManager
 from lmserve.models.library import ModelLibrary
 from lmserve.models.model import LoadConfig
@@ -56,3 +57,27 @@ def test_a_load_with_a_new_configuration_reloads(manager: ModelManager) -> None:
             "already_loaded"
 
     asyncio.run(scenario())
+
+
+def test_requests_during_a_reload_wait_for_the_new_instance(manager: ModelManager) -> None:
+    async def scenario() -> None:
+        first, _ = await manager.load(SMOL)
+        stream = first.generate(first.text_prompt("Once upon a time"),
+                                SamplingParams(ignore_eos=True, seed=1), max_tokens=30,
+                                stop=[])
+        # Submitted, so the old instance is busy until the stream ends.
+        consumer = asyncio.create_task(_events(stream))
+        reload = asyncio.create_task(manager.load(SMOL, context_length=512))
+        await asyncio.sleep(0)  # the reload has begun: the old instance is draining
+        arrived = await manager.resolve(SMOL)  # waits for the new instance
+        assert arrived is not first and arrived.context_length == 512
+        assert (await reload)[1] == "reloaded"
+        done = (await consumer)[-1]
+        assert isinstance(done, Done) and done.finish_reason == "length"
+        assert done.completion_tokens == 30  # the request in flight ran to its end
+
+    asyncio.run(scenario())
+
+
+async def _events(stream) -> list:
+    return [event async for event in stream]
