@@ -50,12 +50,40 @@ SERVER_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("args", SERVER_COMMANDS, ids=" ".join)
-def test_no_server_is_one_line(args: list[str], env: dict[str, str]) -> None:
+@pytest.fixture()
+def in_process(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture[str]):
+    """Runs the command line in this process, through the entry the console script uses
+    (faster than a new interpreter per command; an uncaught exception fails the test)."""
+    from lmserve.cli import app
+
+    for name in os.environ:
+        if name.startswith("LMSERVE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LMSERVE_HOME", env["LMSERVE_HOME"])
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        with pytest.raises(SystemExit) as info:
+            app(args=list(args), prog_name="lmserve")
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, info.value.code or 0, out.out, out.err)
+
+    return run
+
+
+def test_no_server_is_one_line(env: dict[str, str]) -> None:
     port = _free_port()
-    result = _lmserve(*args, "--port", str(port), env=env)
+    result = _lmserve("ps", "--port", str(port), env=env)  # as the console script runs
     _assert_one_line_failure(result, f"No lmserve server at http://127.0.0.1:{port}. "
                                      "Start one with `lmserve server start`.")
+
+
+@pytest.mark.parametrize("args", SERVER_COMMANDS, ids=" ".join)
+def test_no_server_is_one_line_for_every_command(args: list[str], in_process) -> None:
+    port = _free_port()
+    _assert_one_line_failure(in_process(*args, "--port", str(port)),
+                             f"No lmserve server at http://127.0.0.1:{port}. "
+                             "Start one with `lmserve server start`.")
 
 
 def test_server_status_and_stop_without_a_server(env: dict[str, str]) -> None:
@@ -74,14 +102,18 @@ def test_hub_and_import_failures_are_one_line(env: dict[str, str], tmp_path) -> 
                              "missing.gguf")
 
 
-def test_a_port_where_another_server_answers(env: dict[str, str]) -> None:
-    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                            http.server.SimpleHTTPRequestHandler)
+class _QuietFileServer(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:  # its stderr is what the test reads
+        pass
+
+
+def test_a_port_where_another_server_answers(in_process) -> None:
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietFileServer)
     threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
         port = other.server_address[1]
         for args in (["ps"], ["unload", "--all"], ["log", "stream"]):
-            _assert_one_line_failure(_lmserve(*args, "--port", str(port), env=env),
+            _assert_one_line_failure(in_process(*args, "--port", str(port)),
                                      "is it an lmserve server?")
     finally:
         other.shutdown()
