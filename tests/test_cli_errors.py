@@ -151,3 +151,16 @@ def test_rm_without_a_server_removes_from_disk(env: dict[str, str], tmp_path) ->
     _assert_one_line_failure(_lmserve("rm", "me/smollm2-135m-instruct", "--yes", "--port",
                                       port, env=lib),
                              "No model 'me/smollm2-135m-instruct' in the library.")
+
+
+def test_a_server_that_never_answers_is_a_timeout_message() -> None:
+    from lmserve.client import ServerClient, ServerUnreachableError
+
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        client = ServerClient("127.0.0.1", silent.getsockname()[1], timeout=1)
+        with pytest.raises(ServerUnreachableError,
+                           match=r"^The server at http://127.0.0.1:\d+ did not answer "
+                                 r"within 1 s\.$"):
+            client.get("/api/v1/models")
