@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
@@ -24,6 +25,8 @@ Scope = Literal["inference", "admin"]
 SCOPES: tuple[Scope, ...] = ("inference", "admin")
 KEY_PREFIX = "lms-"
 API_KEY_ENV = "LMSERVE_API_KEY"
+
+log = logging.getLogger("lmserve.keys")
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,11 @@ def read_keys(path: Path | None = None) -> list[StoredKey]:
     path = path or keys_file()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        return [StoredKey(**item) for item in data["keys"]]
     except FileNotFoundError:
         return []
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"Cannot read the key file {path}: {exc}") from exc
-    return [StoredKey(**item) for item in data.get("keys", [])]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"Cannot read the key file {path}: {exc!r}") from exc
 
 
 def _write_keys(keys: list[StoredKey], path: Path) -> None:
@@ -99,6 +102,7 @@ class KeyRing:
         self._lock = threading.Lock()
         self._seen: tuple[int, int] | None = None
         self._stored: list[StoredKey] = []
+        self._broken = False  # the file exists but cannot be read: fail closed
 
     def _current(self) -> list[StoredKey]:
         try:
@@ -110,14 +114,17 @@ class KeyRing:
             if signature != self._seen:
                 try:
                     self._stored = read_keys(self.path) if signature else []
-                except (ValueError, TypeError):
-                    pass  # a half-written or broken file: keep the keys we had
+                    self._broken = False
+                except ValueError as exc:
+                    # keep the keys we had; with none, refuse every key rather than none
+                    self._broken = True
+                    log.error("%s; API keys stay required", exc)
                 self._seen = signature
             return self._stored
 
     @property
     def enabled(self) -> bool:
-        return bool(self._adhoc) or bool(self._current())
+        return bool(self._adhoc) or bool(self._current()) or self._broken
 
     def scope_of(self, presented: str) -> Scope | None:
         """The scope of a presented key, or None when no key matches."""

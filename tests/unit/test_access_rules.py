@@ -71,7 +71,8 @@ def test_limit_problem():
     assert limit_problem({"messages": [1, 2], "n": 2, "max_tokens": 10, "stop": "x"},
                          limits) is None
     assert limit_problem([1, 2, 3], limits) is None
-    assert limit_problem({"input": [1, 2, 3]}, limits)[1] == "input"
+    assert limit_problem({"input": [{}, {}, {}]}, limits)[1] == "input"
+    assert limit_problem({"input": [1, 2, 3]}, limits) is None  # token ids to embed
     assert limit_problem({"stop_sequences": ["a", "b"]}, limits)[1] == "stop_sequences"
     assert limit_problem({"max_output_tokens": 11}, limits)[1] == "max_output_tokens"
     assert limit_problem({"n": True, "tools": [{}]}, limits) is None

@@ -53,6 +53,9 @@ def limit_problem(body: Any, limits: RequestLimits) -> tuple[str, str] | None:
         return None
     for name, (attr, what) in _LIST_FIELDS.items():
         value = body.get(name)
+        if name == "input" and not (isinstance(value, list) and value
+                                    and isinstance(value[0], dict)):
+            continue  # embedding inputs and token ids are not a conversation
         if isinstance(value, list) and len(value) > getattr(limits, attr):
             return (f"Too many {what}: {len(value)} given, this server accepts at most "
                     f"{getattr(limits, attr)} (limits.{attr}).", name)

@@ -23,10 +23,14 @@ def key_create(
 ) -> None:
     """Create a key and print it (once: only its hash is kept). The first key turns
     keys on for every route but /health."""
+    if scope not in api_keys.SCOPES:
+        raise typer.BadParameter(f"use one of: {', '.join(api_keys.SCOPES)}.",
+                                 param_hint="--scope")
     try:
         secret, record = api_keys.create_key(name, scope)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--scope") from None
+    except ValueError as exc:  # an unreadable key file
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
     typer.echo(secret)
     typer.echo(f"Created {record.scope} key {record.name!r} (id {record.id}). Keep it now: "
                "it cannot be shown again.", err=True)
@@ -55,7 +59,7 @@ def key_revoke(
     """Revoke a key: requests sending it are refused from now on."""
     try:
         record = api_keys.revoke_key(key)
-    except LookupError as exc:
+    except (LookupError, ValueError) as exc:
         typer.echo(str(exc.args[0]), err=True)
         raise typer.Exit(1) from None
     typer.echo(f"Revoked key {record.name!r} (id {record.id}).")
