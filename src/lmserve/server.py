@@ -115,8 +115,8 @@ def state_network_warning(state: dict[str, Any]) -> str | None:
     """network_warning for a running server, from its state file and the key file."""
     try:
         stored = bool(read_keys())
-    except ValueError:
-        stored = False
+    except ValueError:  # an unreadable key file keeps keys required (api_keys.KeyRing)
+        stored = True
     return network_warning(state["host"], bool(state.get("adhoc_key")) or stored)
 
 

@@ -79,12 +79,12 @@ class AccessControl:
             await self.app(scope, receive, send)  # a preflight carries no key
             return
         path, method = scope["path"], scope["method"]
-        denied = self._check(method, path, headers)
+        origin = headers.get(b"origin")
+        foreign = not self.origins.is_local(origin.decode("latin-1") if origin else None)
+        denied = self._check(method, path, headers, foreign)
         if denied is not None:
             await denied(scope, receive, send)
             return
-        origin = headers.get(b"origin")
-        foreign = not self.origins.is_local(origin.decode("latin-1") if origin else None)
         token = load_refusal.set(
             "A web page on another origin cannot load models; load the model first "
             "(lmserve load) or call from a local page." if foreign else None)
@@ -93,30 +93,29 @@ class AccessControl:
         finally:
             load_refusal.reset(token)
 
-    def _check(self, method: str, path: str,
-               headers: dict[bytes, bytes]) -> JSONResponse | None:
+    def _check(self, method: str, path: str, headers: dict[bytes, bytes],
+               foreign: bool) -> JSONResponse | None:
         host = headers.get(b"host")
         if not self.hosts.allows(host.decode("latin-1") if host else None):
             return refusal(path, 403, "This server does not answer to that host name. "
                            "Use localhost, or add the name to security.allowed_hosts.",
                            "forbidden_host")
         admin = is_admin_route(method, path)
-        if normalized_path(path) not in _OPEN_PATHS and self.keys.enabled:
-            presented = _presented_key(headers,
-                                       normalized_path(path).startswith(_ANTHROPIC_PREFIX))
+        route = normalized_path(path)
+        if route not in _OPEN_PATHS and self.keys.enabled:
+            presented = _presented_key(headers, route.startswith(_ANTHROPIC_PREFIX))
             if presented is None:
                 return refusal(path, 401, "This server needs an API key: send it as "
                                "'Authorization: Bearer <key>'.", "missing_api_key",
                                headers={"WWW-Authenticate": "Bearer"})
-            scope = self.keys.scope_of(presented)
-            if scope is None:
+            key_scope = self.keys.scope_of(presented)
+            if key_scope is None:
                 return refusal(path, 401, "Incorrect API key.", "invalid_api_key",
                                headers={"WWW-Authenticate": "Bearer"})
-            if admin and scope != "admin":
+            if admin and key_scope != "admin":
                 return refusal(path, 403, "This route needs an admin key; the key given "
                                "may only call the inference routes.", "insufficient_scope")
-        origin = headers.get(b"origin")
-        if admin and not self.origins.is_local(origin.decode("latin-1") if origin else None):
+        if admin and foreign:
             return refusal(path, 403, "Web pages on other origins cannot manage this "
                            "server's models, settings or logs. Add the origin to "
                            "security.allowed_origins to allow it.", "forbidden_origin")
