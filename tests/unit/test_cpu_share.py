@@ -72,3 +72,8 @@ def test_without_proc_stat_the_count_stays_fixed(tmp_path: Path) -> None:
     share = CpuShare(3, interval=0.0, proc_stat=str(tmp_path / "missing"))
     assert not share.available
     assert share.update() == 3
+
+
+def test_more_threads_than_cores_shrink_to_the_cores(tmp_path: Path) -> None:
+    share, _ = share_on(tmp_path, 4 * len(CPUS))
+    assert share.decide(0.0) == len(CPUS)

@@ -74,8 +74,10 @@ class CpuShare:
 
     def decide(self, others: float) -> int:
         """The thread count when other processes keep `others` cores busy on average."""
-        spare = len(self._cpus) - self.max_threads  # cores we leave to others anyway
-        room = self.max_threads - max(0.0, others - spare)  # cores left for our threads
+        # Load on the cores we leave spare anyway costs us nothing; more threads than
+        # cores we may run on would spin against each other, so room never exceeds them.
+        spare = len(self._cpus) - self.max_threads
+        room = self.max_threads - max(0.0, others - spare)
         if room < self.threads - _DROP_AT:
             wanted = math.floor(room + _DROP_AT)
         elif room >= self.threads + _RETAKE_AT:

@@ -493,9 +493,8 @@ class Engine:
         n = self._cpu_share.update()
         if n == self.threads_in_use:
             return
-        log.info("model %s: decoding with %d of %d threads (%s)", self.name, n,
-                 self.n_threads, "other processes are using the CPU" if n < self.n_threads
-                 else "the CPU is free again")
+        log.info("model %s: decoding with %d of %d threads, to fit the cores other "
+                 "processes leave free", self.name, n, self.n_threads)
         self.threads_in_use = n
         for ctx in (self._ctx, self._embed_ctx):
             if ctx:
