@@ -117,8 +117,8 @@ def test_cli_sends_its_key(keyed):
     port = str(keyed.port)
     refused = _lmserve(keyed.home, "ps", "--port", port)
     assert refused.returncode != 0 and "API key" in refused.stderr + refused.stdout
-    by_flag = _lmserve(keyed.home, "--api-key", keyed.keys["admin"], "ps", "--json",
-                       "--port", port)
+    by_flag = _lmserve(keyed.home, "ps", "--json", "--port", port,
+                       "--api-key", keyed.keys["admin"])
     assert by_flag.returncode == 0, by_flag.stderr
     assert SMOL in by_flag.stdout
     by_env = _lmserve(keyed.home, "load", SMOL, "--port", port,
@@ -128,6 +128,8 @@ def test_cli_sends_its_key(keyed):
                       env={"LMSERVE_API_KEY": keyed.keys["inference"]})
     assert scoped.returncode != 0 and "admin key" in scoped.stderr
     status = _lmserve(keyed.home, "server", "status", env={"LMSERVE_API_KEY": ADHOC})
+    assert status.returncode == 0 and "slots busy" in status.stdout
+    status = _lmserve(keyed.home, "server", "status", "--api-key", keyed.keys["inference"])
     assert status.returncode == 0 and "slots busy" in status.stdout
 
 

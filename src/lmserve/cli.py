@@ -91,13 +91,8 @@ def main() -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
-    api_key: Annotated[str | None, typer.Option(
-        "--api-key", envvar=API_KEY_ENV, show_envvar=True,
-        help="The key to send to a server that needs one (with `server start`: the "
-             "key the server requires).")] = None,
 ) -> None:
-    if api_key:  # every command below reads it from there
-        os.environ[API_KEY_ENV] = api_key
+    pass
 
 
 @server_app.command("start")
@@ -211,6 +206,7 @@ def _fetch_status(state: dict[str, Any]) -> dict[str, Any] | None:
 @server_app.command("status")
 def server_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    api_key: models_cmd.ApiKey = None,
 ) -> None:
     """Show whether the server runs, where, and what its slots are doing."""
     from lmserve.server import read_state, state_network_warning

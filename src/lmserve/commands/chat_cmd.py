@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from lmserve.client import ServerClient
-from lmserve.commands.models_cmd import Host, Port
+from lmserve.commands.models_cmd import ApiKey, Host, Port
 
 
 def chat(
@@ -18,7 +18,7 @@ def chat(
                                                help="Ask once and exit.")] = None,
     system: Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
     = None,
-    host: Host = None, port: Port = None,
+    host: Host = None, port: Port = None, api_key: ApiKey = None,
 ) -> None:
     """Chat with a model; without -p, an interactive session (empty line or Ctrl-D ends)."""
     client = ServerClient(host, port)

@@ -8,12 +8,12 @@ import time
 import typer
 
 from lmserve.client import ServerClient
-from lmserve.commands.models_cmd import AsJson, Host, Port
+from lmserve.commands.models_cmd import ApiKey, AsJson, Host, Port
 
 
 def log_stream(
     as_json: AsJson = False,
-    host: Host = None, port: Port = None,
+    host: Host = None, port: Port = None, api_key: ApiKey = None,
 ) -> None:
     """Print the server's log as it is written (Ctrl-C stops)."""
     client = ServerClient(host, port)

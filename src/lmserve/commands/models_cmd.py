@@ -4,17 +4,30 @@ server."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
 
 from lmserve import config
+from lmserve.api_keys import API_KEY_ENV
 from lmserve.client import CommandError, ServerClient, ServerUnreachableError
 from lmserve.commands.config_cmd import load_config_or_exit
 
 Host = Annotated[str | None, typer.Option(help="Server address [default: configured]")]
 Port = Annotated[int | None, typer.Option(help="Server port [default: configured]")]
+
+
+def _use_key(key: str | None) -> str | None:
+    if key:  # ServerClient reads it from the environment, as it reads LMSERVE_API_KEY
+        os.environ[API_KEY_ENV] = key
+    return key
+
+
+ApiKey = Annotated[str | None, typer.Option(
+    "--api-key", callback=_use_key, show_default=False,
+    help="The key, if the server needs one [default: $LMSERVE_API_KEY]")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
@@ -38,7 +51,7 @@ def ls(
     llm: Annotated[bool, typer.Option("--llm", help="Only language models.")] = False,
     embedding: Annotated[bool, typer.Option("--embedding", help="Only embedding models.")]
     = False,
-    as_json: AsJson = False, host: Host = None, port: Port = None,
+    as_json: AsJson = False, host: Host = None, port: Port = None, api_key: ApiKey = None,
 ) -> None:
     """List the models in the library."""
     models = _library(host, port)
@@ -76,7 +89,8 @@ def _library(host: str | None, port: int | None) -> list[dict[str, Any]]:
 
 
 
-def ps(as_json: AsJson = False, host: Host = None, port: Port = None) -> None:
+def ps(as_json: AsJson = False, host: Host = None, port: Port = None,
+       api_key: ApiKey = None) -> None:
     """List the loaded models: status, slots and queue."""
     models = ServerClient(host, port, timeout=30).get("/api/v1/models")["data"]
     instances = [i for m in models for i in m.get("loaded_instances", [])]
@@ -104,7 +118,7 @@ def load(
     estimate_only: Annotated[bool, typer.Option("--estimate-only",
                                                 help="Print the memory it would need.")]
     = False,
-    host: Host = None, port: Port = None,
+    host: Host = None, port: Port = None, api_key: ApiKey = None,
 ) -> None:
     """Load a model into the running server."""
     if estimate_only:
@@ -145,7 +159,7 @@ def _estimate(model: str, context_length: int | None, parallel: int | None) -> N
 def unload(
     model: Annotated[str | None, typer.Argument(help="Identifier or model key.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Unload every model.")] = False,
-    host: Host = None, port: Port = None,
+    host: Host = None, port: Port = None, api_key: ApiKey = None,
 ) -> None:
     """Unload a model (its in-flight requests finish first)."""
     if not model and not all_:
@@ -158,7 +172,7 @@ def unload(
 def default(
     model: Annotated[str | None, typer.Argument(help="Model key to make the default "
                                                 "[default: show the current one]")] = None,
-    host: Host = None, port: Port = None,
+    host: Host = None, port: Port = None, api_key: ApiKey = None,
 ) -> None:
     """Show or set the default model: it serves requests whose model name matches no model
     (e.g. 'local-model'). Saved in the config file as models.default."""
@@ -189,7 +203,7 @@ def default(
 def rm(
     model: Annotated[str, typer.Argument(help="Model key (see `lmserve ls`).")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking.")] = False,
-    host: Host = None, port: Port = None,
+    host: Host = None, port: Port = None, api_key: ApiKey = None,
 ) -> None:
     """Delete a model's files from the library (refused while it is loaded)."""
     if not yes and not typer.confirm(f"Delete the files of {model} from the library?"):
