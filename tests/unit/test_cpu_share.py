@@ -77,3 +77,14 @@ def test_without_proc_stat_the_count_stays_fixed(tmp_path: Path) -> None:
 def test_more_threads_than_cores_shrink_to_the_cores(tmp_path: Path) -> None:
     share, _ = share_on(tmp_path, 4 * len(CPUS))
     assert share.decide(0.0) == len(CPUS)
+
+
+def test_after_an_idle_spell_it_measures_afresh(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    write_stat(stat, 0)
+    share = CpuShare(len(CPUS), interval=3600.0, first_interval=0.0, proc_stat=str(stat))
+    write_stat(stat, 10**6)  # others were busy while the engine was idle...
+    share.restart()  # ...and it wakes up: that history is dropped
+    assert share.update() == len(CPUS)  # nothing new since: every thread
+    write_stat(stat, 2 * 10**6)
+    assert share.update() == len(CPUS)  # the next look waits for the regular interval

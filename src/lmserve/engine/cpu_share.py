@@ -11,7 +11,8 @@ So, while the engine is busy, it looks every half second at how much CPU other p
 used on the cores it may run on (/proc/stat minus its own time) and gives up as many threads
 as the others take beyond the cores it leaves spare: alone it keeps every thread, beside
 another busy server both drop to what the cores can hold, and the threads come back once
-the other goes quiet. Where /proc is missing the thread count stays fixed.
+the other goes quiet. After an idle spell it looks again sooner, since what others did
+while it was idle says little about now. Where /proc is missing the count stays fixed.
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ class CpuShare:
     """Decides the thread count from the load others put on this process's cores."""
 
     def __init__(self, max_threads: int, *, interval: float = 0.5,
-                 proc_stat: str = _PROC_STAT) -> None:
+                 first_interval: float = 0.2, proc_stat: str = _PROC_STAT) -> None:
         self.max_threads = max(1, max_threads)
         self.threads = self.max_threads
         self.interval = interval
+        self.first_interval = first_interval
+        self._due = interval  # seconds from the last sample to the next decision
         self._proc_stat = proc_stat
         self._cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else list(range(os.cpu_count() or 1))
@@ -59,16 +62,22 @@ class CpuShare:
         """False where the machine's CPU accounting cannot be read: the count stays fixed."""
         return self._last is not None
 
+    def restart(self) -> None:
+        """After an idle spell: measure afresh, and decide after a short first window."""
+        if self._last is not None:
+            self._last = self._sample()
+            self._due = self.first_interval
+
     def update(self) -> int:
         """The thread count to use now; looks at the machine at most once per interval."""
-        if self._last is None or time.monotonic() - self._last.wall < self.interval:
+        if self._last is None or time.monotonic() - self._last.wall < self._due:
             return self.threads
         now = self._sample()
         if now is None:
             return self.threads
-        elapsed = now.wall - self._last.wall
+        elapsed = max(now.wall - self._last.wall, 1e-6)
         others = max(0.0, (now.busy - self._last.busy) - (now.own - self._last.own)) / elapsed
-        self._last = now
+        self._last, self._due = now, self.interval
         self.threads = self.decide(others)
         return self.threads
 
@@ -99,5 +108,4 @@ class CpuShare:
             if name in wanted:
                 values = [int(v) for v in rest.split()[:_COUNTED_FIELDS]]
                 busy_ticks += sum(values) - sum(values[i] for i in _IDLE_FIELDS)
-        times = os.times()
-        return _Sample(time.monotonic(), busy_ticks / self._ticks, times.user + times.system)
+        return _Sample(time.monotonic(), busy_ticks / self._ticks, time.process_time())

@@ -227,9 +227,12 @@ class Engine:
 
     def _wait_for_work(self) -> bool:
         with self._cv:
+            idle = not self._has_work()
             while not self._stopping and not self._has_work():
                 self._cv.wait()
-            return not self._stopping
+        if idle and self._cpu_share is not None:
+            self._cpu_share.restart()
+        return not self._stopping
 
     def _has_work(self) -> bool:
         return bool(
