@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lmserve.api.security import refusal
@@ -78,18 +79,14 @@ class LimitRequests:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        too_large = refusal(
-            path, 413, f"The request body is larger than this server accepts "
-            f"({self.limits.max_body_bytes} bytes, limits.max_body_bytes).",
-            "request_too_large")
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limits.max_body_bytes:
-            await too_large(scope, receive, send)
+            await self._too_large(path)(scope, receive, send)
             return
         try:
             body = await self._read_body(receive)
         except _TooLargeError:
-            await too_large(scope, receive, send)
+            await self._too_large(path)(scope, receive, send)
             return
         if body is None:
             return  # the client left before sending its body
@@ -109,6 +106,11 @@ class LimitRequests:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _too_large(self, path: str) -> JSONResponse:
+        return refusal(path, 413, "The request body is larger than this server accepts "
+                       f"({self.limits.max_body_bytes / 2**20:g} MB, limits.max_body_mb).",
+                       "request_too_large")
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []
