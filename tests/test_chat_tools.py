@@ -1,7 +1,11 @@
 """Tools through the chat API: forced calls are well formed, calls never leak into
 content, streamed calls follow OpenAI's delta format, and results render back."""
 
+from __future__ import annotations
+
 import json
+import re
+from typing import Literal
 
 import jsonschema
 import openai
@@ -118,3 +122,84 @@ def test_tool_results_are_rendered_back(client):
     baseline = client.chat.completions.create(model="m", messages=ASK, max_tokens=1)
     # The call and its result are part of the prompt.
     assert reply.usage.prompt_tokens > baseline.usage.prompt_tokens + 15
+
+
+# -- tool parameters with their own definitions ($defs), as nested pydantic models give ---
+
+class Street(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=30)
+    number: int = pydantic.Field(ge=1)
+
+
+class Place(pydantic.BaseModel):
+    city: str = pydantic.Field(max_length=20)
+    street: Street
+    unit: Literal["c", "f"] | None = pydantic.Field(
+        json_schema_extra={"type": ["string", "null"], "enum": ["c", "f", None]})
+
+
+class Outline(pydantic.BaseModel):
+    title: str = pydantic.Field(max_length=20)
+    parts: list[Outline] = pydantic.Field(max_length=2)
+
+
+LOCATE = {"type": "function", "function": {"name": "locate", "parameters": {
+    "$defs": {"A": {"type": "object", "properties": {"city": {"type": "string",
+                                                               "maxLength": 20}},
+                    "required": ["city"]}},
+    "type": "object", "properties": {"addr": {"$ref": "#/$defs/A"}}, "required": ["addr"]}}}
+
+
+@pytest.mark.parametrize("tool_choice", [
+    "required", {"type": "function", "function": {"name": "locate"}}])
+def test_forced_call_with_defs_in_its_parameters(client, tool_choice):
+    reply = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Where is the Louvre?"}],
+        tools=[LOCATE, WEATHER], tool_choice=tool_choice, temperature=0, max_tokens=200)
+    call = reply.choices[0].message.tool_calls[0]
+    if tool_choice != "required":
+        assert call.function.name == "locate"
+    tool = LOCATE if call.function.name == "locate" else WEATHER
+    _check_call(call, tool)
+
+
+def test_pydantic_function_tool_with_a_nested_model(client):
+    tool = openai.pydantic_function_tool(Place)
+    assert "$defs" in tool["function"]["parameters"]
+    reply = client.chat.completions.parse(
+        model="m", messages=[{"role": "user", "content": "Where is the Louvre?"}],
+        tools=[tool], tool_choice={"type": "function", "function": {"name": "Place"}},
+        temperature=0, max_tokens=300)
+    call = reply.choices[0].message.tool_calls[0]
+    assert isinstance(call.function.parsed_arguments, Place)
+    jsonschema.validate(json.loads(call.function.arguments), tool["function"]["parameters"])
+
+
+def test_pydantic_function_tool_with_a_recursive_model(client):
+    """A tree of parts, which the tiny model may grow past any token limit: then the
+    text it wrote is checked to follow the recursive schema as far as it goes."""
+    tool = openai.pydantic_function_tool(Outline)
+    reply = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Outline a short talk."}],
+        tools=[tool], tool_choice={"type": "function", "function": {"name": "Outline"}},
+        temperature=0, max_tokens=200)
+    choice = reply.choices[0]
+    if choice.finish_reason == "tool_calls":
+        jsonschema.validate(json.loads(choice.message.tool_calls[0].function.arguments),
+                            tool["function"]["parameters"])
+    else:
+        assert choice.finish_reason == "length"
+        part = r'\{ ?"title" ?: ?"[^"]*" ?, ?"parts" ?: ?\[ ?'
+        assert re.match(r'\{ ?"name" ?: ?"Outline" ?, ?"arguments" ?: ?' + f"({part})+",
+                        choice.message.content), choice.message.content
+
+
+def test_responses_forced_call_with_defs(client):
+    fn = LOCATE["function"]
+    reply = client.responses.create(
+        model="m", input="Where is the Louvre?", temperature=0, max_output_tokens=200,
+        tools=[{"type": "function", "name": fn["name"], "parameters": fn["parameters"]}],
+        tool_choice={"type": "function", "name": "locate"})
+    [call] = reply.output
+    assert call.type == "function_call" and call.name == "locate"
+    jsonschema.validate(json.loads(call.arguments), fn["parameters"])

@@ -1,10 +1,18 @@
 """response_format: JSON schemas and JSON objects enforced by grammar-constrained sampling."""
 
+from __future__ import annotations
+
 import asyncio
+import datetime
+import enum
 import json
+import re
+import uuid
+from typing import Annotated, Literal
 
 import jsonschema
 import openai
+import pydantic
 import pytest
 
 from tests.openapi_schema import validate
@@ -118,3 +126,151 @@ def test_tool_schema_the_grammar_cannot_enforce_is_a_400_on_tools(client):
                                        tools=[tool], tool_choice="required")
     assert "not supported" in info.value.body["message"]
     assert info.value.body["param"] == "tools"
+
+
+# -- pydantic models: every keyword pydantic emits, enforced ------------------------------
+
+class Address(pydantic.BaseModel):
+    street: str = pydantic.Field(max_length=30)
+    city: str = pydantic.Field(max_length=20)
+
+
+class Step(pydantic.BaseModel):
+    n: int = pydantic.Field(ge=1, le=20)
+    text: str = pydantic.Field(max_length=40)
+
+
+class Node(pydantic.BaseModel):
+    label: str = pydantic.Field(max_length=10)
+    children: list[Node] = pydantic.Field(max_length=2)
+
+
+class Unit(enum.Enum):
+    celsius = "celsius"
+    fahrenheit = "fahrenheit"
+
+
+Short = Annotated[str, pydantic.Field(max_length=20)]
+EMAIL = {"type": "string", "format": "email"}
+
+MODELS: dict[str, type[pydantic.BaseModel]] = {
+    "defs": pydantic.create_model("Person", name=(Short, ...), address=(Address, ...)),
+    "anyOf-null": pydantic.create_model("Maybe", nickname=(Short | None, ...)),
+    "enum-const": pydantic.create_model("Choice", unit=(Unit, ...),
+                                        kind=(Literal["reading"], ...)),
+    "type-list-null-enum": pydantic.create_model(
+        "Reading", unit=(Literal["c", "f"] | None, pydantic.Field(json_schema_extra={
+            "type": ["string", "null"], "enum": ["c", "f", None]}))),
+    "formats": pydantic.create_model("Event", day=(datetime.date, ...),
+                                     at=(datetime.datetime, ...), id=(uuid.UUID, ...)),
+    "min-max-items": pydantic.create_model(
+        "Tags", tags=(list[Short], pydantic.Field(min_length=2, max_length=3))),
+    "pattern": pydantic.create_model(
+        "Code", code=(str, pydantic.Field(pattern=r"^[A-Z]{3}-\d{2}$"))),
+    "additionalProperties-false": pydantic.create_model(
+        "Closed", __config__=pydantic.ConfigDict(extra="forbid"), a=(Short, ...)),
+    "optional-not-required": pydantic.create_model("Partial", a=(Short, ...),
+                                                   b=(int, 3)),
+    "nested-arrays-of-objects": pydantic.create_model(
+        "Recipe", steps=(list[Step], pydantic.Field(max_length=3))),
+    "recursive": Node,
+}
+
+
+def test_pydantic_schemas_are_enforced(aclient):
+    """One generation per model, all at once (the server batches them)."""
+    ask = [{"role": "user", "content": "Fill in this form with made-up data."}]
+
+    async def run():
+        return await asyncio.gather(*(aclient.chat.completions.create(
+            model="m", seed=7, temperature=0.7, max_tokens=250, messages=ask,
+            response_format={"type": "json_schema", "json_schema": {
+                "name": model.__name__, "schema": model.model_json_schema(), "strict": True}})
+            for model in MODELS.values()))
+
+    for (keyword, model), reply in zip(MODELS.items(), asyncio.run(run()), strict=True):
+        text = reply.choices[0].message.content
+        if model is Node and reply.choices[0].finish_reason == "length":
+            continue  # a tree may outgrow max_tokens: the grammar bounds its form only
+        assert reply.choices[0].finish_reason == "stop", (keyword, text)
+        data = json.loads(text)
+        jsonschema.validate(data, model.model_json_schema(),
+                            format_checker=jsonschema.FormatChecker())
+        model.model_validate(data)
+
+
+def text(reply) -> str:
+    return reply.choices[0].message.content
+
+
+def test_email_format_and_zod_style_root_recursion(client):
+    schema = {"type": "object", "properties": {
+        "email": EMAIL,
+        "next": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}},
+        "required": ["email", "next"], "additionalProperties": False}
+    reply = client.chat.completions.create(
+        model="m", temperature=0, max_tokens=300,
+        messages=[{"role": "user", "content": "A contact list as a chain."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}})
+    if reply.choices[0].finish_reason == "length":
+        # The chain may outgrow max_tokens (the grammar bounds each email, not the depth):
+        # what was generated is still a prefix of the schema's form.
+        assert re.match(r'\{ ?"email" ?: ?"[^"@]+@[^"]+\.[^"]+" ?, ?"next" ?: ?', text(reply))
+        return
+    jsonschema.validate(json.loads(text(reply)), schema,
+                        format_checker=jsonschema.FormatChecker())
+
+
+def test_enum_in_a_type_list_with_null_is_kept(client):
+    schema = {"type": "object", "properties": {
+        "unit": {"type": ["string", "null"], "enum": ["c", "f", None]}},
+        "required": ["unit"], "additionalProperties": False}
+    reply = client.chat.completions.create(
+        model="m", temperature=0, max_tokens=50,
+        messages=[{"role": "user", "content": "Which temperature unit do you use?"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "u", "schema": schema}})
+    assert json.loads(reply.choices[0].message.content)["unit"] in ("c", "f", None)
+
+
+@pytest.mark.parametrize("keyword", ["maximum", "uniqueItems", "format: hostname"])
+def test_unenforceable_keywords_are_a_400_naming_them(client, keyword):
+    prop = {"maximum": {"type": "number", "maximum": 3},
+            "uniqueItems": {"type": "array", "uniqueItems": True},
+            "format: hostname": {"type": "string", "format": "hostname"}}[keyword]
+    schema = {"type": "object", "properties": {"a": prop}}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "x",
+                                                                     "schema": schema}})
+    assert f"'{keyword}'" in info.value.body["message"]
+    assert info.value.body["param"] == "response_format"
+
+
+# -- JSON strings never hold raw control characters ----------------------------------------
+
+POEM = {"type": "object", "properties": {"lines": {
+    "type": "array", "items": {"type": "string", "maxLength": 60}, "minItems": 2,
+    "maxItems": 4}}, "required": ["lines"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("response_format", [
+    {"type": "json_schema", "json_schema": {"name": "poem", "schema": POEM}},
+    {"type": "json_object"},
+], ids=["json_schema", "json_object"])
+def test_strings_have_no_raw_newlines(aclient, response_format):
+    ask = [{"role": "user", "content": "Write a poem of four lines, with a line break "
+                                       "after each line, as JSON."}]
+
+    async def run():
+        return await asyncio.gather(*(aclient.chat.completions.create(
+            model="m", seed=seed, temperature=1.2, max_tokens=200, messages=ask,
+            response_format=response_format) for seed in range(3)))
+
+    for reply in asyncio.run(run()):
+        text = reply.choices[0].message.content
+        if reply.choices[0].finish_reason == "stop":
+            json.loads(text)  # strict: a raw control character in a string fails here
+        assert not any(ord(c) < 0x20 and c not in " \n\r\t" for c in text)
+        inside = re.findall(r'"((?:[^"\\]|\\.)*)"', text)
+        assert not any(re.search(r"[\x00-\x1f]", s) for s in inside), text

@@ -9,13 +9,13 @@ The API modules only translate their wire format to a ChatSpec and the events ba
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lmserve.api.errors import APIError
 from lmserve.api.openai.generation import finish_reason, merge
+from lmserve.api.schema_grammar import schema_grammar, tool_call_grammar
 from lmserve.engine import Delta, Done, SamplingParams
 from lmserve.engine.request import TokenLogprob
 from lmserve.models import GenerationStream, Model
@@ -101,77 +101,16 @@ def _forced_function(spec: ChatSpec, names: list[str]) -> str | None:
     return name
 
 
-def _call_schema(functions: list[dict[str, Any]], args_key: str) -> dict[str, Any]:
-    variants = [{
-        "type": "object",
-        "properties": {
-            "name": {"const": fn["name"]},
-            args_key: fn.get("parameters") or {"type": "object"},
-        },
-        "required": ["name", args_key],
-    } for fn in functions]
-    return variants[0] if len(variants) == 1 else {"anyOf": variants}
+_MARKERS = {
+    "hermes": ('"<tool_call>\\n"', '"\\n</tool_call>"'),
+    "mistral": ('"[TOOL_CALLS]["', '"]"'),
+}
 
 
 def _tool_call_grammar(family: str, functions: list[dict[str, Any]]) -> str:
     """A grammar that admits exactly one well-formed call in the family's format."""
     args_key = "parameters" if family == "llama3" else "arguments"
-    body = schema_grammar(_call_schema(functions, args_key), prop_order=["name", args_key],
-                          param="tools")
-    wrap = {
-        "hermes": ('"<tool_call>\\n" ', ' "\\n</tool_call>"'),
-        "mistral": ('"[TOOL_CALLS][" ', ' "]"'),
-    }.get(family, ("", ""))
-    # Rename the converter's root so it can be wrapped by the family's markers.
-    body = re.sub(r"(?m)^root ::=", "tool-call-object ::=", body, count=1)
-    return f"root ::= {wrap[0]}tool-call-object{wrap[1]}\n{body}"
-
-
-# Keywords the schema-to-grammar converter would silently ignore: refuse them instead
-# of promising output they do not constrain.
-_UNSUPPORTED_KEYWORDS = {
-    "not", "if", "then", "else", "patternProperties", "dependentSchemas",
-    "dependentRequired", "contains", "uniqueItems", "propertyNames",
-    "unevaluatedProperties", "unevaluatedItems", "$dynamicRef",
-}
-
-
-_NAMED_SCHEMAS = {"properties", "$defs", "definitions"}  # names -> schemas
-_DATA = {"enum", "const", "default", "examples", "description", "title"}  # not schemas
-
-
-def _unsupported_keyword(node: Any) -> str | None:
-    if isinstance(node, list):
-        return next(filter(None, map(_unsupported_keyword, node)), None)
-    if not isinstance(node, dict):
-        return None
-    for key, value in node.items():
-        if key in _UNSUPPORTED_KEYWORDS:
-            return key
-        if key in _DATA:
-            continue
-        named = key in _NAMED_SCHEMAS and isinstance(value, dict)
-        for child in value.values() if named else [value]:
-            found = _unsupported_keyword(child)
-            if found:
-                return found
-    return None
-
-
-def schema_grammar(schema: dict[str, Any], prop_order: list[str] | None = None, *,
-                   param: str = "response_format") -> str:
-    """GBNF for `schema`; a schema the grammar cannot enforce is a 400 on `param`."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    keyword = _unsupported_keyword(schema)
-    if keyword:
-        raise APIError(400, f"The JSON schema keyword '{keyword}' in '{param}' is not "
-                            "supported for constrained output.", param=param)
-    try:
-        return json_schema_to_gbnf(json.dumps(schema), prop_order)
-    except (ValueError, AssertionError, KeyError, TypeError, RecursionError) as exc:
-        raise APIError(400, f"The JSON schema in '{param}' is not supported for constrained "
-                            f"output: {exc}", param=param) from exc
+    return tool_call_grammar(functions, args_key, _MARKERS.get(family, ("", "")))
 
 
 def _tools_system_prompt(functions: list[dict[str, Any]]) -> str:
