@@ -82,7 +82,9 @@ def test_streamed_call_follows_the_delta_format(client):
         later = d.tool_calls[0]
         assert later.index == 0 and later.id is None and later.type is None
         assert later.function.name is None
-    arguments = "".join(d.tool_calls[0].function.arguments or "" for d in call_deltas)
+    pieces = [d.tool_calls[0].function.arguments for d in call_deltas[1:]]
+    assert len(pieces) >= 3 and all(pieces), "the arguments stream as they are generated"
+    arguments = "".join(pieces)
     jsonschema.validate(json.loads(arguments), WEATHER["function"]["parameters"])
     assert not any(d.content for d in deltas), "the call must not leak into content"
     assert chunks[-1].choices[0].finish_reason == "tool_calls"

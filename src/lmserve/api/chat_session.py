@@ -47,6 +47,9 @@ class ChatSpec:
     json_schema: dict[str, Any] | None = None  # structured output; {} = any JSON object
     logprobs: int | None = None  # None: off; N: top-N alternatives per token
     n: int = 1
+    # Streamed replies send tool-call arguments as they are generated; whole replies
+    # check each call whole first, so that a malformed one stays in the content.
+    stream: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,8 @@ class ChatRun:
                 for out in (parser.finish() if parser else []):
                     called[i] |= isinstance(out, ToolCallStart)
                     yield i, out
+                # A call cut off by the token limit ends as "length", like any text.
+                called[i] &= event.finish_reason != "length"
                 yield i, Finish("tool_calls" if called[i] else finish_reason(event), event)
 
     def _parse(self, i: int, text: str) -> list:
@@ -288,7 +293,7 @@ def start_chat(model: Model, spec: ChatSpec) -> ChatRun:
 
     def parser() -> ToolCallParser | ReasoningParser | None:
         if functions:
-            tools = PARSERS[family]()
+            tools = PARSERS[family](stream_arguments=spec.stream)
             return ReasoningToolParser(tools, start_in_reasoning=opens) if reasoning else tools
         return ReasoningParser(start_in_reasoning=opens) if reasoning else None
 

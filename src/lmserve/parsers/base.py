@@ -11,7 +11,10 @@ import string
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum, auto
 from typing import Any
+
+from lmserve.parsers.call_stream import CallStream, Status, calls_start
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 _DECODER = json.JSONDecoder()
@@ -273,26 +276,43 @@ class ToolCallParser(ABC):
         """A fresh parser with the same configuration and no stream state."""
 
 
+class Streamed(Enum):
+    """Where streaming the calls at the start of the buffer stands."""
+
+    MORE = auto()  # waiting for text
+    DONE = auto()  # the call, or the list of calls, is complete and consumed
+    DECLINED = auto()  # not in the streamable form: nothing consumed, read it whole
+    BROKEN = auto()  # stopped at text that does not continue the call
+
+
 class BufferedParser(ToolCallParser):
     """Base for parsers that scan a text buffer with a state machine.
 
     Subclasses implement `_drain`, which consumes as much of `self._buf` as can be
     decided and leaves the undecided tail in it. Content goes through a TextTrimmer, so
     a message's content is the text outside calls with its outer whitespace stripped.
-    Each call is emitted whole once it is complete and valid: a call that turns out to
-    be malformed becomes content, which would be impossible had it been streamed already.
+
+    By default each call is emitted whole once it is complete and valid, so a call that
+    turns out to be malformed becomes content. With `stream_arguments`, a call in the
+    `{"name": ..., "arguments": {...}}` form is announced as soon as its name and the
+    start of its arguments are read, and the arguments follow as they arrive; such a
+    call cannot be taken back, so whatever breaks it later is content after it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stream_arguments: bool = False) -> None:
+        self.stream_arguments = stream_arguments
         self._buf = ""
         self._finished = False
         self._trimmer = TextTrimmer()
         self._next_index = 0
         # Length of the buffer already known to hold no complete JSON value.
         self._probed = 0
+        self._call: CallStream | None = None
+        self._list_open = False  # streaming the items of a `[...]` list of calls
+        self._streamed_any = False
 
     def clone(self) -> "BufferedParser":
-        return type(self)()
+        return type(self)(self.stream_arguments)
 
     def feed(self, delta: str) -> list[StreamEvent]:
         if self._finished:
@@ -331,6 +351,63 @@ class BufferedParser(ToolCallParser):
             events.append(ToolCallStart(index, new_call_id(), name))
             events.append(ToolCallArgsDelta(index, arguments))
         return events
+
+    def _stream_calls(self, final: bool, events: list[StreamEvent],
+                      name: str | None = None) -> Streamed:
+        """Stream the call object, or the list of call objects, that the buffer starts
+        with; with `name`, the buffer starts with the bare arguments of that call."""
+        while True:
+            if self._call is None:
+                if name is not None:
+                    self._call = CallStream(name)
+                elif self._list_open:
+                    self._buf = self._buf.lstrip(" \t\r\n,")
+                    if not self._buf:
+                        return self._streamed(Streamed.BROKEN) if final else Streamed.MORE
+                    if self._buf[0] == "]":
+                        self._buf = self._buf[1:]
+                        return self._streamed(Streamed.DONE)
+                    self._call = CallStream()
+                elif self._buf.startswith("["):
+                    start = calls_start(self._buf)
+                    if start is Status.MORE and not final:
+                        return Streamed.MORE
+                    if start is not Status.DONE:
+                        return Streamed.DECLINED
+                    self._buf = self._buf[1:]
+                    self._list_open = True
+                    continue
+                else:
+                    self._call = CallStream()
+            call = self._call
+            used, status = call.step(self._buf, final, self._call_emitter(events))
+            self._buf = self._buf[used:]
+            if status is Status.MORE:
+                return Streamed.MORE
+            self._call = None
+            name = None
+            if not call.started:
+                return self._streamed(Streamed.BROKEN if self._streamed_any
+                                      else Streamed.DECLINED)
+            self._streamed_any = True
+            if status is Status.ERROR or not self._list_open:
+                return self._streamed(Streamed.BROKEN if status is Status.ERROR
+                                      else Streamed.DONE)
+
+    def _streamed(self, outcome: Streamed) -> Streamed:
+        """Reset the streaming state once a call or list is over."""
+        self._list_open = False
+        self._streamed_any = False
+        return outcome
+
+    def _call_emitter(self, events: list[StreamEvent]) -> Any:
+        def emit(kind: str, value: str) -> None:
+            if kind == "start":
+                self._next_index += 1
+                events.append(ToolCallStart(self._next_index - 1, new_call_id(), value))
+            else:
+                events.append(ToolCallArgsDelta(self._next_index - 1, value))
+        return emit
 
     def _decode_start(self, text: str, final: bool) -> tuple[Any, int] | None:
         """Decode the JSON object or array that `text` starts with, if complete yet.

@@ -4,7 +4,8 @@ import re
 from enum import Enum, auto
 from typing import Any
 
-from lmserve.parsers.base import BufferedParser, StreamEvent, calls_from_values
+from lmserve.parsers.base import BufferedParser, Streamed, StreamEvent, calls_from_values
+from lmserve.parsers.call_stream import Status, calls_start
 
 FENCE = "```"
 # A fence opener and its info string, e.g. "```json\n".
@@ -16,6 +17,7 @@ class _State(Enum):
     START = auto()
     CONTENT = auto()
     JSON = auto()
+    AFTER_CALL = auto()  # a streamed call was read: only a closing fence may follow
 
 
 class GenericParser(BufferedParser):
@@ -29,17 +31,18 @@ class GenericParser(BufferedParser):
     known to be a call or not, which for a call means the end of the text.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, stream_arguments: bool = False) -> None:
+        super().__init__(stream_arguments)
         self._state = _State.START
         self._fenced = False
         # Where the JSON value starts in the buffer (after a fence opener).
         self._body_at = 0
+        self._declined = False  # not a streamable call: read it whole
 
     def _drain(self, final: bool) -> list[StreamEvent]:
         if self._state is _State.START:
             self._decide_start(final)
-        if self._state is _State.JSON:
+        if self._state in (_State.JSON, _State.AFTER_CALL):
             return self._drain_json(final)
         if self._state is _State.CONTENT:
             events = self._content(self._buf)
@@ -75,6 +78,10 @@ class GenericParser(BufferedParser):
         self._state = _State.JSON
 
     def _drain_json(self, final: bool) -> list[StreamEvent]:
+        if self.stream_arguments and not self._declined:
+            events = self._drain_streamed(final)
+            if events is not None:
+                return events
         decoded = self._decode_start(self._buf[self._body_at :], final)
         if decoded is None:
             return self._give_up() if final else []
@@ -92,6 +99,32 @@ class GenericParser(BufferedParser):
         if self._fenced and FENCE.startswith(tail) and not final:
             return []
         return self._give_up()
+
+    def _drain_streamed(self, final: bool) -> list[StreamEvent] | None:
+        """Stream a call that starts the message; None when it is not streamable."""
+        events: list[StreamEvent] = []
+        if self._state is _State.JSON:
+            if self._call is None and not self._streamed_any:
+                start = calls_start(self._buf[self._body_at :])
+                if start is Status.MORE and not final:
+                    return events
+                if start is not Status.DONE:
+                    self._declined = True
+                    return None
+                self._buf = self._buf[self._body_at :]  # the fence opener is not content
+            outcome = self._stream_calls(final, events)
+            if outcome is Streamed.MORE:
+                return events
+            self._state = _State.AFTER_CALL
+        # After the call only a closing fence may follow; anything else is content.
+        tail = self._buf.strip()
+        if tail == "" or (self._fenced and tail == FENCE):
+            if final:
+                self._buf = ""
+            return events
+        if self._fenced and FENCE.startswith(tail) and not final:
+            return events
+        return events + self._give_up()
 
     def _give_up(self) -> list[StreamEvent]:
         """The message is not a call: everything, from here on too, is content."""

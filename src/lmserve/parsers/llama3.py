@@ -2,7 +2,7 @@
 
 from enum import Enum, auto
 
-from lmserve.parsers.base import BufferedParser, StreamEvent, call_from_object
+from lmserve.parsers.base import BufferedParser, Streamed, StreamEvent, call_from_object
 
 PYTHON_TAG = "<|python_tag|>"
 # Characters allowed between consecutive call objects.
@@ -27,9 +27,10 @@ class Llama3Parser(BufferedParser):
     an arguments key and no unknown keys.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, stream_arguments: bool = False) -> None:
+        super().__init__(stream_arguments)
         self._state = _State.START
+        self._declined = False  # the object here is not streamable: read it whole
 
     def _drain(self, final: bool) -> list[StreamEvent]:
         events: list[StreamEvent] = []
@@ -73,12 +74,22 @@ class Llama3Parser(BufferedParser):
         return True
 
     def _step_calls(self, final: bool, events: list[StreamEvent]) -> bool:
-        self._buf = self._buf.lstrip(SEPARATORS)
-        if not self._buf:
-            return False
-        if not self._buf.startswith("{"):
-            self._state = _State.TAIL
+        if self._call is None:  # not in the middle of a streamed call
+            self._buf = self._buf.lstrip(SEPARATORS)
+            if not self._buf:
+                return False
+            if not self._buf.startswith("{"):
+                self._state = _State.TAIL
+                return True
+        if self.stream_arguments and not self._declined:
+            outcome = self._stream_calls(final, events)
+            if outcome is Streamed.MORE:
+                return False
+            self._declined = outcome is Streamed.DECLINED
+            if outcome is Streamed.BROKEN:
+                self._state = _State.TAIL
             return True
+        self._declined = False
         decoded = self._decode_start(self._buf, final)
         if decoded is None:
             if final:

@@ -4,7 +4,7 @@ import json
 import re
 from enum import Enum, auto
 
-from lmserve.parsers.base import BufferedParser, StreamEvent, calls_from_values
+from lmserve.parsers.base import BufferedParser, Streamed, StreamEvent, calls_from_values
 
 TOOL_CALLS = "[TOOL_CALLS]"
 ARGS = "[ARGS]"
@@ -33,9 +33,11 @@ class MistralParser(BufferedParser):
     A call that does not parse is kept as content, marker included.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, stream_arguments: bool = False) -> None:
+        super().__init__(stream_arguments)
         self._state = _State.START
+        self._declined = False  # the JSON here is not streamable: read it whole
+        self._named: str | None = None  # the call whose bare arguments are streaming
         # The source text consumed for the call being read, kept for the content fallback.
         self._raw = ""
 
@@ -97,6 +99,17 @@ class MistralParser(BufferedParser):
         return True
 
     def _step_json(self, final: bool, events: list[StreamEvent]) -> bool:
+        if self.stream_arguments and not self._declined:
+            outcome = self._stream_calls(final, events, self._named)
+            if outcome is Streamed.MORE:
+                return False
+            self._declined = outcome is Streamed.DECLINED
+            if not self._declined:
+                self._named = None
+                self._raw = ""
+                self._state = _State.CONTENT
+            return True
+        self._declined = False
         decoded = self._decode_start(self._buf, final)
         if decoded is None:
             if final:
@@ -127,6 +140,10 @@ class MistralParser(BufferedParser):
             if final:
                 self._fail(self._buf, events)
             return final
+        if self.stream_arguments and body.startswith("{"):
+            self._named, self._buf = name, body
+            self._state = _State.JSON
+            return True
         decoded = self._decode_start(body, final)
         if decoded is None:
             if final:

@@ -9,7 +9,7 @@ from lmserve.parsers.llama3 import Llama3Parser
 from lmserve.parsers.mistral import MistralParser
 from lmserve.parsers.reasoning import ReasoningToolParser, prompt_opens_reasoning
 
-PARSERS: dict[str, Callable[[], ToolCallParser]] = {
+PARSERS: dict[str, Callable[..., ToolCallParser]] = {
     "hermes": HermesParser,
     "llama3": Llama3Parser,
     "mistral": MistralParser,

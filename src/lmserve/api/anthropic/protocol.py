@@ -142,6 +142,7 @@ class MessagesRequest(CountTokensRequest):
         spec.sampling = self._sampling()
         spec.max_tokens = self.max_tokens
         spec.stop = [s for s in self.stop_sequences or [] if s]
+        spec.stream = self.stream
         return spec
 
     def _sampling(self) -> SamplingParams:

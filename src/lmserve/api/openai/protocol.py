@@ -217,6 +217,7 @@ class ChatCompletionRequest(_Sampling):
             else None,
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             n=self.n,
+            stream=self.stream,
         )
 
     def token_limit(self) -> int | None:

@@ -170,6 +170,7 @@ class ResponseRequest(_Open):
             parallel_tool_calls=self.parallel_tool_calls is not False,
             json_schema=self._json_schema(),
             logprobs=(self.top_logprobs or 0) if self.with_logprobs else None,
+            stream=self.streams,
         )
 
     def _chat_tool_choice(self) -> str | dict[str, Any]:
