@@ -205,3 +205,52 @@ def test_responses_forced_call_with_defs(client):
     [call] = reply.output
     assert call.type == "function_call" and call.name == "locate"
     jsonschema.validate(json.loads(call.arguments), fn["parameters"])
+
+
+# -- the deprecated functions API, mapped to tools -----------------------------------------
+
+FUNCTIONS = [WEATHER["function"], TIME["function"]]
+
+
+def test_legacy_function_call_is_answered_in_function_call(client):
+    reply = client.chat.completions.create(
+        model="m", messages=ASK, functions=FUNCTIONS, function_call={"name": "get_weather"},
+        temperature=0)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "function_call"
+    assert choice.message.tool_calls is None and choice.message.content is None
+    assert choice.message.function_call.name == "get_weather"
+    jsonschema.validate(json.loads(choice.message.function_call.arguments),
+                        WEATHER["function"]["parameters"])
+    validate(reply.model_dump(exclude_unset=True), "CreateChatCompletionResponse")
+
+    follow_up = client.chat.completions.create(
+        model="m", functions=FUNCTIONS, function_call="none", max_tokens=20, messages=[
+            *ASK, {"role": "assistant", "content": None,
+                   "function_call": choice.message.function_call.model_dump()},
+            {"role": "function", "name": "get_weather", "content": '{"temp": 18}'}])
+    assert follow_up.choices[0].message.function_call is None
+    assert follow_up.choices[0].message.content
+
+
+def test_legacy_function_call_streams_in_delta_function_call(client):
+    chunks = list(client.chat.completions.create(
+        model="m", messages=ASK, functions=FUNCTIONS, function_call={"name": "get_time"},
+        temperature=0, stream=True))
+    calls = [c.choices[0].delta.function_call for c in chunks
+             if c.choices and c.choices[0].delta.function_call]
+    assert calls[0].name == "get_time" and all(c.name is None for c in calls[1:])
+    assert len(calls) >= 3
+    arguments = "".join(c.arguments for c in calls)
+    jsonschema.validate(json.loads(arguments), TIME["function"]["parameters"])
+    assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
+    assert chunks[-1].choices[0].finish_reason == "function_call"
+    for c in chunks:
+        validate(c.model_dump(exclude_unset=True), "CreateChatCompletionStreamResponse")
+
+
+def test_tools_and_functions_together_are_a_400(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", messages=ASK, tools=[WEATHER],
+                                       functions=FUNCTIONS)
+    assert "functions" in info.value.body["message"]

@@ -37,6 +37,7 @@ def test_completion_prompt_too_long_is_400(small_client):
     with pytest.raises(openai.BadRequestError) as info:
         small_client.completions.create(model="m", prompt=LONG, stream=True)
     assert info.value.body["code"] == "context_length_exceeded"
+    assert info.value.body["param"] == "prompt"
 
 
 def test_generation_stops_at_the_end_of_the_context(small_client):

@@ -113,7 +113,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     elif first.get("type") == "model_attributes_type" and not path:
         message = "The request body must be a JSON object."
     elif param:
-        message = f"Invalid value for '{param}': {message}."
+        message = f"Invalid value for '{param}': {message.rstrip('.')}."
     return message, param
 
 

@@ -47,8 +47,9 @@ async def _create(body: ChatCompletionRequest, request: Request, manager: ModelM
     run = start_chat(model, body.chat_spec())
     head = {"id": new_id("chatcmpl"), "created": now(), "model": model.id}
     extras = (lambda done: native_extras(model, done)) if native else None
+    legacy = body.legacy_functions
     if body.stream:
-        return sse_response(_chunks(run, head, body.include_usage, extras))
+        return sse_response(_chunks(run, head, body.include_usage, extras, legacy))
     try:
         choices = await unless_disconnected(request, run.collect())
     except ClientDisconnectedError:
@@ -56,7 +57,7 @@ async def _create(body: ChatCompletionRequest, request: Request, manager: ModelM
     out = {
         **head,
         "object": "chat.completion",
-        "choices": [_choice(c, body.logprobs) for c in choices],
+        "choices": [_choice(c, body.logprobs, legacy) for c in choices],
         "usage": choices_usage(choices),
     }
     if extras:
@@ -86,28 +87,36 @@ def choices_usage(choices: list[ChatChoice]) -> dict[str, Any]:
                  first.cached_tokens)
 
 
-def _message(choice: ChatChoice) -> dict[str, Any]:
+def _message(choice: ChatChoice, legacy: bool) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": choice.content,
                                "refusal": None}
-    if choice.tool_calls:
+    if choice.tool_calls and legacy:
+        call = choice.tool_calls[0]
+        message["function_call"] = {"name": call.name, "arguments": call.arguments}
+    elif choice.tool_calls:
         message["tool_calls"] = [call.to_openai() for call in choice.tool_calls]
     if choice.reasoning is not None:
         message["reasoning_content"] = choice.reasoning
     return message
 
 
-def _choice(choice: ChatChoice, with_logprobs: bool) -> dict[str, Any]:
+def _choice(choice: ChatChoice, with_logprobs: bool, legacy: bool) -> dict[str, Any]:
     return {
         "index": choice.index,
-        "message": _message(choice),
+        "message": _message(choice, legacy),
         "logprobs": logprobs_object(choice.logprobs) if with_logprobs else None,
-        "finish_reason": choice.finish_reason,
+        "finish_reason": _legacy_reason(choice.finish_reason) if legacy
+        else choice.finish_reason,
     }
 
 
+def _legacy_reason(reason: str) -> str:
+    return "function_call" if reason == "tool_calls" else reason
+
+
 async def _chunks(run: ChatRun, head: dict[str, Any], include_usage: bool,
-                  extras: Callable[[Done], dict[str, Any]] | None = None
-                  ) -> AsyncIterator[bytes]:
+                  extras: Callable[[Done], dict[str, Any]] | None = None,
+                  legacy: bool = False) -> AsyncIterator[bytes]:
     def chunk(index: int, delta: dict[str, Any], finish: str | None = None,
               logprobs: list | None = None) -> bytes:
         payload: dict[str, Any] = {
@@ -140,6 +149,12 @@ async def _chunks(run: ChatRun, head: dict[str, Any], include_usage: bool,
                 yield chunk(i, {"content": event.text}, logprobs=logprobs)
             elif isinstance(event, ReasoningDelta):
                 yield chunk(i, {"reasoning_content": event.text}, logprobs=logprobs)
+            elif isinstance(event, ToolCallStart) and legacy:
+                yield chunk(i, {"function_call": {"name": event.name, "arguments": ""}},
+                            logprobs=logprobs)
+            elif isinstance(event, ToolCallArgsDelta) and legacy:
+                yield chunk(i, {"function_call": {"arguments": event.text}},
+                            logprobs=logprobs)
             elif isinstance(event, ToolCallStart):
                 yield chunk(i, {"tool_calls": [{
                     "index": event.index, "id": event.id, "type": "function",
@@ -149,7 +164,8 @@ async def _chunks(run: ChatRun, head: dict[str, Any], include_usage: bool,
                     "index": event.index, "function": {"arguments": event.text}}]},
                     logprobs=logprobs)
             elif isinstance(event, Finish):
-                yield chunk(i, {}, event.reason, logprobs=logprobs)
+                reason = _legacy_reason(event.reason) if legacy else event.reason
+                yield chunk(i, {}, reason, logprobs=logprobs)
                 prompt, cached = event.done.prompt_tokens, event.done.cached_tokens
                 completion += event.done.completion_tokens
                 last_done = event.done

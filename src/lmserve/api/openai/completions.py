@@ -16,7 +16,7 @@ from lmserve.api.openai.generation import finish_reason, merge
 from lmserve.api.openai.protocol import CompletionRequest, new_id, now, usage
 from lmserve.api.sse import DONE, sse_data, sse_response
 from lmserve.engine import Delta, Done, PromptLogprobs
-from lmserve.engine.request import TokenLogprob
+from lmserve.engine.request import ContextOverflowError, TokenLogprob
 from lmserve.models import GenerationStream, Model, ModelManager
 
 router = APIRouter()
@@ -65,9 +65,12 @@ async def _create(body: CompletionRequest, request: Request, manager: ModelManag
                 prompt_logprobs=body.logprobs if scoring else None,
                 # As in OpenAI's legacy API: a natural end shows up as its token.
                 logprobs_of_end=True))
-    except Exception:
+    except Exception as exc:
         for s in streams:
             s.cancel()
+        if isinstance(exc, ContextOverflowError):
+            raise APIError(400, str(exc), param="prompt",
+                           code="context_length_exceeded") from exc
         raise
     head = {"id": new_id("cmpl"), "created": now(), "model": model.id}
     extras = (lambda done: native_extras(model, done)) if native else None

@@ -7,45 +7,51 @@ import secrets
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from lmserve.api.chat_session import ChatSpec
+from lmserve.api.null_unset import NullMeansUnset
 from lmserve.engine import SamplingParams
 
+# The functions API had no call ids: past calls get this one when rendered as tools.
+LEGACY_CALL_ID = "call_function"
 
-class _Request(BaseModel):
+
+class _Request(NullMeansUnset):
     # Clients send fields we do not use (user, metadata, service_tier...): accept them.
     # Types are strict, as in OpenAI's API and the OpenAPI document: `"stream": 0` or
     # `"max_tokens": "8"` is a 400, not silently read as false or 8.
     model_config = ConfigDict(extra="allow", strict=True)
 
 
-class TextPart(BaseModel):
+class TextPart(NullMeansUnset):
     model_config = ConfigDict(extra="allow", strict=True)
     type: Literal["text"]
     text: str
 
 
-class FunctionCall(BaseModel):
+class FunctionCall(NullMeansUnset):
     model_config = ConfigDict(extra="allow", strict=True)
     name: str
     arguments: str = "{}"
 
 
-class ToolCallIn(BaseModel):
+class ToolCallIn(NullMeansUnset):
     model_config = ConfigDict(extra="allow", strict=True)
     id: str | None = None
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(NullMeansUnset):
     model_config = ConfigDict(extra="allow", strict=True)
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # "function" and `function_call`: the deprecated functions API, read as tools.
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[TextPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
+    function_call: FunctionCall | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -62,6 +68,11 @@ class ChatMessage(BaseModel):
     def as_template_dict(self) -> dict[str, Any]:
         """The message as chat templates expect it: text content as one string."""
         out = self.model_dump(exclude_none=True)
+        if self.role == "function":
+            out["role"] = "tool"
+        call = out.pop("function_call", None)
+        if call and not self.tool_calls:
+            out["tool_calls"] = [{"id": LEGACY_CALL_ID, "type": "function", "function": call}]
         if isinstance(self.content, list):
             out["content"] = "".join(part.text for part in self.content)
         else:
@@ -69,7 +80,7 @@ class ChatMessage(BaseModel):
         return out
 
 
-class FunctionDef(BaseModel):
+class FunctionDef(NullMeansUnset):
     model_config = ConfigDict(extra="allow", strict=True)
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
@@ -77,31 +88,31 @@ class FunctionDef(BaseModel):
     strict: bool | None = None
 
 
-class Tool(BaseModel):
+class Tool(NullMeansUnset):
     model_config = ConfigDict(extra="allow", strict=True)
     type: Literal["function"]
     function: FunctionDef
 
 
-class NamedFunction(BaseModel):
+class NamedFunction(NullMeansUnset):
     model_config = ConfigDict(strict=True)
     name: str
 
 
-class NamedToolChoice(BaseModel):
+class NamedToolChoice(NullMeansUnset):
     model_config = ConfigDict(extra="allow", strict=True)
     type: Literal["function"]
     function: NamedFunction
 
 
-class JSONSchemaFormat(BaseModel):
+class JSONSchemaFormat(NullMeansUnset):
     model_config = ConfigDict(extra="allow", strict=True, populate_by_name=True)
     name: str = "response"
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(BaseModel):
+class ResponseFormat(NullMeansUnset):
     model_config = ConfigDict(extra="allow", strict=True)
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchemaFormat | None = None
@@ -117,7 +128,7 @@ class ResponseFormat(BaseModel):
         return self.json_schema.schema_ or {}
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(NullMeansUnset):
     model_config = ConfigDict(extra="allow", strict=True)
     include_usage: bool = False
 
@@ -197,22 +208,44 @@ class ChatCompletionRequest(_Sampling):
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
+    # The deprecated functions API: mapped to tools, answered in `function_call`.
+    functions: list[FunctionDef] | None = Field(default=None, min_length=1)
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
     response_format: ResponseFormat | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
+    @model_validator(mode="after")
+    def _tools_or_functions(self) -> ChatCompletionRequest:
+        if self.functions and self.tools:
+            raise ValueError("Use either 'tools' or the deprecated 'functions', not both.")
+        return self
+
+    @property
+    def legacy_functions(self) -> bool:
+        """Whether calls are answered in the deprecated `function_call` shape."""
+        return bool(self.functions)
+
     def chat_spec(self) -> ChatSpec:
-        tool_choice = self.tool_choice or "auto"
+        tool_choice: Any = self.tool_choice or "auto"
         if isinstance(tool_choice, NamedToolChoice):
             tool_choice = tool_choice.model_dump()
+        tools = [t.model_dump(exclude_none=True) for t in self.tools or []]
+        if self.functions:
+            tools = [{"type": "function", "function": f.model_dump(exclude_none=True)}
+                     for f in self.functions]
+            tool_choice = self.function_call or "auto"
+            if isinstance(tool_choice, NamedFunction):
+                tool_choice = {"type": "function", "function": {"name": tool_choice.name}}
         return ChatSpec(
             messages=[m.as_template_dict() for m in self.messages],
             sampling=self.sampling_params(),
             max_tokens=self.token_limit(),
             stop=self.stop_list(),
-            tools=[t.model_dump(exclude_none=True) for t in self.tools or []],
+            tools=tools,
             tool_choice=tool_choice,
-            parallel_tool_calls=self.parallel_tool_calls,
+            # The functions API made one call per reply.
+            parallel_tool_calls=self.parallel_tool_calls and not self.functions,
             json_schema=self.response_format.schema_or_none() if self.response_format
             else None,
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+from pydantic import ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 from lmserve.api.chat_session import ChatSpec
+from lmserve.api.null_unset import NullMeansUnset
 from lmserve.engine import SamplingParams
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
 
-class _Open(BaseModel):
+class _Open(NullMeansUnset):
     # Clients send fields we do not use (ids, statuses, annotations...): accept them.
     model_config = ConfigDict(extra="allow", strict=True)
 
