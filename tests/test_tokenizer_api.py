@@ -32,7 +32,35 @@ def test_remote_tokenizer_routes_as_lm_eval_reads_them(server):
 @pytest.mark.parametrize(("path", "body"), [
     ("/detokenize", {"tokens": [10**9]}),
     ("/tokenize", {"text": "the field is called prompt"}),
+    ("/tokenize", {"prompt": "x", "messages": [{"role": "user", "content": "x"}]}),
 ])
 def test_bad_tokenizer_requests_are_400(server, path, body):
     r = httpx.post(server.origin + path, json=body, timeout=10)
     assert r.status_code == 400 and "error" in r.json()
+
+
+def test_detokenize_keeps_special_tokens_as_vllm_does(server):
+    r = httpx.post(server.origin + "/tokenize", timeout=10,
+                   json={"prompt": "<|im_start|>hello<|im_end|>", "return_token_strs": True,
+                         "add_special_tokens": False}).json()
+    assert r["token_strs"][0] == "<|im_start|>" and r["token_strs"][-1] == "<|im_end|>"
+    back = httpx.post(server.origin + "/detokenize", timeout=10,
+                      json={"tokens": r["tokens"]}).json()
+    assert back == {"prompt": "<|im_start|>hello<|im_end|>"}
+
+
+def test_tokenize_chat_messages_as_vllm_does(server):
+    messages = [{"role": "user", "content": "Hi there"}]
+    chat = httpx.post(server.origin + "/tokenize", timeout=10,
+                      json={"messages": messages, "return_token_strs": True}).json()
+    text = "".join(chat["token_strs"])
+    assert text.startswith("<|im_start|>") and "Hi there" in text
+    assert text.endswith("<|im_start|>assistant\n")  # the generation prompt, by default
+    bare = httpx.post(server.origin + "/tokenize", timeout=10,
+                      json={"messages": messages, "add_generation_prompt": False}).json()
+    assert bare["tokens"] == chat["tokens"][:bare["count"]] and bare["count"] < chat["count"]
+    go_on = httpx.post(server.origin + "/tokenize", timeout=10, json={
+        "messages": [*messages, {"role": "assistant", "content": "Hello, I am"}],
+        "continue_final_message": True, "add_generation_prompt": False,
+        "return_token_strs": True}).json()
+    assert "".join(go_on["token_strs"]).endswith("Hello, I am")

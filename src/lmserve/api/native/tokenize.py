@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lmserve.api.deps import get_manager
 from lmserve.api.errors import APIError
+from lmserve.api.openai.protocol import ChatMessage, Tool
 from lmserve.models import Model, ModelManager
 
 router = APIRouter()
@@ -53,11 +54,11 @@ async def detokenize(body: DetokenizeRequest,
     return {"model": model.id, "text": _text_of(model, body.tokens)}
 
 
-def _text_of(model: Model, tokens: list[int]) -> str:
+def _text_of(model: Model, tokens: list[int], *, special: bool = False) -> str:
     if any(t < 0 or t >= model.llama.n_vocab for t in tokens):
         raise APIError(400, f"Token ids must be in [0, {model.llama.n_vocab}).",
                        param="tokens")
-    return model.llama.detokenize(tokens)
+    return model.llama.detokenize(tokens, special=special)
 
 
 # -- vLLM's shapes -------------------------------------------------------------------------
@@ -67,10 +68,43 @@ _LOADED = ""
 
 
 class RootTokenizeRequest(BaseModel):
-    model_config = ConfigDict(strict=True)
+    """vLLM's two forms: a `prompt`, or chat `messages` rendered by the model's template."""
+
+    # Extra fields: chat_template_kwargs and the like.
+    model_config = ConfigDict(strict=True, extra="allow")
     model: str = _LOADED
-    prompt: str
-    add_special_tokens: bool = True
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    # vLLM's defaults: BOS added to a prompt; a rendered chat has its own.
+    add_special_tokens: bool | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    tools: list[Tool] | None = None
+    return_token_strs: bool = False
+
+    @model_validator(mode="after")
+    def _one_input(self) -> RootTokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("Give either 'prompt' or 'messages'.")
+        if self.continue_final_message and self.add_generation_prompt and \
+                "add_generation_prompt" in self.model_fields_set:
+            raise ValueError("'continue_final_message' and 'add_generation_prompt' "
+                             "cannot both be true.")
+        return self
+
+    def text(self, model: Model) -> str:
+        if self.messages is None:
+            return self.prompt or ""
+        messages = [m.as_template_dict() for m in self.messages]
+        tools = [t.model_dump(exclude_none=True) for t in self.tools or []] or None
+        generation_prompt = self.add_generation_prompt and not self.continue_final_message
+        text = model.template.render(messages, tools=tools,
+                                     add_generation_prompt=generation_prompt)
+        final = messages[-1]["content"]
+        if self.continue_final_message and final and final in text:
+            # End on the final message itself, so that generation continues it.
+            text = text[:text.rindex(final) + len(final)]
+        return text
 
 
 class RootDetokenizeRequest(BaseModel):
@@ -83,17 +117,23 @@ class RootDetokenizeRequest(BaseModel):
 async def root_tokenize(body: RootTokenizeRequest,
                         manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
     model = await manager.resolve(body.model)
-    tokens = model.llama.tokenize(body.prompt, add_special=body.add_special_tokens,
+    add_special = body.add_special_tokens
+    if add_special is None:
+        add_special = body.messages is None
+    tokens = model.llama.tokenize(body.text(model), add_special=add_special,
                                   parse_special=True)
+    strs = [model.llama.token_bytes(t, special=True).decode(errors="replace")
+            for t in tokens] if body.return_token_strs else None
     return {"count": len(tokens), "max_model_len": model.context_length, "tokens": tokens,
-            "token_strs": None}
+            "token_strs": strs}
 
 
 @router.post("/detokenize")
 async def root_detokenize(body: RootDetokenizeRequest,
                           manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
     model = await manager.resolve(body.model)
-    return {"prompt": _text_of(model, body.tokens)}
+    # As vLLM decodes: special tokens are kept, as their text.
+    return {"prompt": _text_of(model, body.tokens, special=True)}
 
 
 @router.get("/tokenizer_info")
