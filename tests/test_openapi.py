@@ -3,6 +3,7 @@ never FastAPI's default 422), the error envelope and the streams."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
@@ -124,3 +125,32 @@ def test_a_wrong_method_names_every_method_of_the_path(server: ServerProcess) ->
     response = httpx.put(f"{server.base_url}/responses/resp_x", timeout=30)
     assert response.status_code == 405
     assert set(response.headers["allow"].split(", ")) == {"GET", "DELETE"}
+    # DELETE /api/v1/models/{key:path} matches any path below, but names a model there.
+    response = httpx.put(f"{server.origin}/api/v1/models/unload", timeout=30)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
+                              "stream_options": {"include_usage": True}}),
+    ("/v1/completions", {"prompt": "Once upon a time"}),
+    ("/v1/responses", {"input": "Hi"}),
+    ("/v1/messages", {"messages": [{"role": "user", "content": "Hi"}]}),
+])
+def test_every_streamed_event_matches_its_documented_schema(
+        document: dict, server: ServerProcess, path: str, body: dict) -> None:
+    events = document["paths"][path]["post"]["responses"]["200"]["content"][
+        "text/event-stream"]["schema"]
+    data_schema = events["properties"]["data"]
+    json_data = next(s for s in data_schema.get("anyOf", [data_schema]) if "contentSchema" in s)
+    payload = _validator(document, json_data["contentSchema"])
+    body = {"model": "x", "max_tokens": 6, "stream": True, **body}
+    with httpx.stream("POST", f"{server.origin}{path}", json=body, timeout=120) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert len(lines) >= 2
+    for line in lines:
+        data = line.removeprefix("data: ")
+        _validator(document, events).validate({"data": data, "event": "message"})
+        if data != "[DONE]":
+            payload.validate(json.loads(data))

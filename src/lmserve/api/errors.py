@@ -117,16 +117,25 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return message, param
 
 
-def _methods_at(routes: list[BaseRoute], path: str) -> set[str]:
-    """Every method some route serves at path: Starlette's own Allow header names only the
-    first route that matched, though GET and DELETE may be two routes on one path."""
-    methods: set[str] = set()
+def _routes_at(routes: list[BaseRoute], path: str) -> list[Route]:
+    """The routes whose path matches, through included routers (FastAPI keeps them whole)."""
+    found: list[Route] = []
     for route in routes:
-        if hasattr(route, "original_router"):  # an included router, kept whole by FastAPI
-            methods |= _methods_at(route.original_router.routes, path)
+        if hasattr(route, "original_router"):
+            found += _routes_at(route.original_router.routes, path)
         elif isinstance(route, Route) and route.methods and route.path_regex.match(path):
-            methods |= route.methods
-    return methods
+            found.append(route)
+    return found
+
+
+def _allowed_methods(routes: list[BaseRoute], path: str) -> set[str]:
+    """Every method the resource at path answers. Starlette's own Allow header names only
+    the first route that matched, though GET and DELETE may be two routes on one path. A
+    catch-all `{key:path}` route counts only where no more specific route matches: DELETE
+    /api/v1/models/unload would name a model called "unload", not act on this resource."""
+    matched = _routes_at(routes, path)
+    specific = [r for r in matched if ":path}" not in r.path] or matched
+    return {method for route in specific for method in route.methods}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -143,7 +152,7 @@ def install_error_handlers(app: FastAPI) -> None:
                                            "unknown_url"), 404)
         if exc.status_code == 405:
             message = f"Method {request.method} is not allowed on {request.url.path}."
-            allowed = ", ".join(sorted(_methods_at(request.app.routes, request.url.path)))
+            allowed = ", ".join(sorted(_allowed_methods(request.app.routes, request.url.path)))
             return JSONResponse(error_body(message, "invalid_request_error"), 405,
                                 headers={**(exc.headers or {}), "Allow": allowed})
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"

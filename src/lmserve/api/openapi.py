@@ -131,6 +131,33 @@ SCHEMAS: dict[str, JSON] = {
                            "bos_token": _nullable(_STR), "eos_token": _nullable(_STR),
                            "pad_token": _nullable(_STR), "chat_template": _nullable(_STR),
                            "model_max_length": _INT}),
+    # What one SSE event's `data` holds, per stream.
+    "ChatCompletionChunk": _obj({
+        "id": _STR,
+        "object": _const("chat.completion.chunk"),
+        "created": _INT,
+        "model": _STR,
+        "choices": _list_of(_obj({
+            "index": _INT,
+            "delta": _ANY_OBJ,
+            "logprobs": _nullable(_ANY_OBJ),
+            "finish_reason": _nullable({"enum": ["stop", "length", "tool_calls"]}),
+        })),
+    }, {"usage": _nullable(_USAGE), **_NATIVE_EXTRAS}),
+    "CompletionChunk": _obj({
+        "id": _STR,
+        "object": _const("text_completion"),
+        "created": _INT,
+        "model": _STR,
+        "choices": _list_of(_obj({
+            "index": _INT,
+            "text": _STR,
+            "logprobs": _nullable(_ANY_OBJ),
+            "finish_reason": _nullable({"enum": ["stop", "length"]}),
+        })),
+    }, {"usage": _nullable(_USAGE), **_NATIVE_EXTRAS}),
+    "TypedEvent": _obj({"type": _STR}),  # Responses and Anthropic stream events
+    "LogRecord": _obj({"time": _NUM, "level": _STR, "logger": _STR, "message": _STR}),
     "Health": _obj({"status": _const("ok")}),
     "ServerStatus": _obj({"status": _STR, "version": _STR, "base_url": _STR,
                           "models": _list_of(_obj({"id": _STR, "busy_slots": _INT,
@@ -168,39 +195,55 @@ _ERRORS = {
 _SSE_NOTE = ("With `stream: true`: Server-Sent Events, one `data: <JSON>` event per chunk")
 
 
-def _route(ok: str | None, errors: tuple[int, ...] = (), *, stream: str | None = None,
-           anthropic: bool = False, body: type[BaseModel] | None = None) -> JSON:
+def _route(ok: str | None, errors: tuple[int, ...] = (), *,
+           stream: tuple[str, str] | None = None, anthropic: bool = False,
+           body: type[BaseModel] | None = None) -> JSON:
+    """`stream` is (the schema of each event's data, a description of the stream)."""
     return {"ok": ok, "errors": errors, "stream": stream, "anthropic": anthropic,
             "body": body}
 
 
+def _sse_event(payload: str, *, error: str, done: bool) -> JSON:
+    """One event as schemathesis and Open API 3.2 read a stream: its `data` is JSON, the
+    payload or an in-band error (the status is sent before a failure can happen), or the
+    closing `[DONE]`."""
+    data: JSON = {"type": "string", "contentMediaType": "application/json",
+                  "contentSchema": {"anyOf": [_ref(payload), _ref(error)]}}
+    if done:
+        data = {"anyOf": [{"const": "[DONE]"}, data]}
+    return _obj({"data": data}, {"event": _STR})
+
+
 _GENERATION = (400, 404, 503)
+_CHAT_STREAM = ("ChatCompletionChunk",
+                f"{_SSE_NOTE} (chat.completion.chunk objects), then `data: [DONE]`.")
+_COMPLETION_STREAM = ("CompletionChunk",
+                      f"{_SSE_NOTE} (text_completion objects), then `data: [DONE]`.")
 # (method, path) -> what the route answers. Routes not listed get a generic JSON 200.
 ROUTES: dict[tuple[str, str], JSON] = {
     ("post", "/v1/chat/completions"): _route(
         "ChatCompletion", _GENERATION,
-        stream=f"{_SSE_NOTE} (chat.completion.chunk objects), then `data: [DONE]`."),
+        stream=_CHAT_STREAM),
     ("post", "/api/v1/chat/completions"): _route(
-        "ChatCompletion", _GENERATION,
-        stream=f"{_SSE_NOTE} (chat.completion.chunk objects), then `data: [DONE]`."),
+        "ChatCompletion", _GENERATION, stream=_CHAT_STREAM),
     ("post", "/v1/completions"): _route(
         "Completion", _GENERATION,
-        stream=f"{_SSE_NOTE} (text_completion objects), then `data: [DONE]`."),
+        stream=_COMPLETION_STREAM),
     ("post", "/api/v1/completions"): _route(
-        "Completion", _GENERATION,
-        stream=f"{_SSE_NOTE} (text_completion objects), then `data: [DONE]`."),
+        "Completion", _GENERATION, stream=_COMPLETION_STREAM),
     ("post", "/v1/embeddings"): _route("EmbeddingList", _GENERATION),
     ("get", "/v1/models"): _route("ModelList"),
     ("get", "/v1/models/{model_id}"): _route("Model", (400, 404)),
     ("post", "/v1/responses"): _route(
         "Response", _GENERATION,
-        stream=f"{_SSE_NOTE}, each with an `event:` line naming its type "
-               "(response.created ... response.completed)."),
+        stream=("TypedEvent", f"{_SSE_NOTE}, each with an `event:` line naming its type "
+                              "(response.created ... response.completed).")),
     ("get", "/v1/responses/{response_id}"): _route("Response", (400, 404)),
     ("delete", "/v1/responses/{response_id}"): _route("DeletedResponse", (400, 404)),
     ("post", "/v1/messages"): _route(
         "AnthropicResponse", _GENERATION, anthropic=True, body=MessagesRequest,
-        stream=f"{_SSE_NOTE}, each with an `event:` line (message_start ... message_stop)."),
+        stream=("TypedEvent", f"{_SSE_NOTE}, each with an `event:` line (message_start "
+                              "... message_stop).")),
     ("post", "/v1/messages/count_tokens"): _route(
         "AnthropicTokenCount", _GENERATION, anthropic=True, body=CountTokensRequest),
     ("post", "/api/v1/tokenize"): _route("Tokens", _GENERATION),
@@ -218,8 +261,9 @@ ROUTES: dict[tuple[str, str], JSON] = {
     ("post", "/api/v1/models/download"): _route("DownloadJob", (400, 404, 502)),
     ("get", "/api/v1/models/download/status/{job_id}"): _route("DownloadJob", (400, 404)),
     ("get", "/api/v1/logs/stream"): _route(
-        None, stream="Server-Sent Events, one `data: {time, level, logger, message}` event "
-                     "per log record, until the client disconnects."),
+        None, stream=("LogRecord", "Server-Sent Events, one `data: {time, level, logger, "
+                                   "message}` event per log record, until the client "
+                                   "disconnects.")),
 }
 
 
@@ -234,7 +278,10 @@ def _responses(spec: JSON) -> JSON:
     if spec["ok"]:
         content["application/json"] = {"schema": _ref(spec["ok"])}
     if spec["stream"]:
-        content["text/event-stream"] = {"schema": _STR, "description": spec["stream"]}
+        payload, description = spec["stream"]
+        error = "AnthropicErrorResponse" if spec["anthropic"] else "ErrorResponse"
+        events = _sse_event(payload, error=error, done=payload.endswith("Chunk"))
+        content["text/event-stream"] = {"schema": events, "description": description}
     out: JSON = {"200": {"description": "Success.", "content": content}}
     for status in spec["errors"]:
         out[str(status)] = _error_response(status, spec["anthropic"])
