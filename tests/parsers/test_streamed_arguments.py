@@ -132,3 +132,12 @@ def test_a_closing_tag_inside_a_streamed_argument_is_text():
     expected = ParsedMessage(content=None, tool_calls=[ToolCall("s", '{"q": "a </tool_call> b"}')])
     for chunks in chunkings(text):
         assert stream(partial(HermesParser, stream_arguments=True), chunks)[0] == expected
+
+
+@pytest.mark.parametrize("bad", ["\\x41", "\\uZZZZ", "\x01"], ids=["escape", "unicode", "raw"])
+def test_a_string_json_does_not_allow_ends_the_streamed_call(bad):
+    text = '{"name": "f", "arguments": {"s": "ab' + bad + 'c"}}'
+    for chunks in chunkings(text):
+        message = stream(partial(GenericParser, stream_arguments=True), chunks)[0]
+        assert message.tool_calls == [ToolCall("f", '{"s": "ab')]
+        assert message.content == bad + "c\"}}"  # the rest is content

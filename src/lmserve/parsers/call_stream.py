@@ -55,7 +55,9 @@ class JSONRewriter:
         pos = 0
         while pos < len(text):
             if self._in_string:
-                pos = self._string_part(text, pos, out)
+                pos, valid = self._string_part(text, pos, out)
+                if not valid:
+                    return "".join(out), pos, Status.ERROR
                 if self._in_string:
                     return "".join(out), pos, Status.MORE
                 if not self._stack and not self._string_is_key:
@@ -127,8 +129,9 @@ class JSONRewriter:
         self._in_string = True
         self._string_is_key = key
 
-    def _string_part(self, text: str, pos: int, out: list[str]) -> int:
-        """Consume string characters from `pos`; an escape cut off waits."""
+    def _string_part(self, text: str, pos: int, out: list[str]) -> tuple[int, bool]:
+        """Consume string characters from `pos`; an escape cut off waits. Returns where
+        it stopped, and False at a character JSON does not allow there."""
         while pos < len(text):
             plain = _PLAIN.match(text, pos)
             if plain:
@@ -140,21 +143,19 @@ class JSONRewriter:
                 out.append('"')
                 self._in_string = False
                 self._expect = _Expect.COLON if self._string_is_key else _Expect.COMMA_OR_CLOSE
-                return pos + 1
-            if c != "\\":
-                # A raw control character: invalid JSON. End the string here.
-                raise _Invalid
-            escape = _escape_at(text, pos)
+                return pos + 1, True
+            if c != "\\":  # a raw control character
+                return pos, False
+            try:
+                escape = _escape_at(text, pos)
+            except ValueError:  # an escape JSON does not have, such as \x
+                return pos, False
             if escape is None:
-                return pos
+                return pos, True
             decoded, end = escape
             out.append(json.dumps(decoded, ensure_ascii=False)[1:-1])
             pos = end
-        return pos
-
-
-class _Invalid(ValueError):
-    pass
+        return pos, True
 
 
 def _escape_at(text: str, pos: int) -> tuple[str, int] | None:
@@ -245,10 +246,7 @@ class CallStream:
             self.started = True
             emit("start", self.name or "")
         if not self._arguments_done:
-            try:
-                out, used, status = self._rewriter.feed(text[pos:])
-            except _Invalid:
-                return pos, Status.ERROR
+            out, used, status = self._rewriter.feed(text[pos:])
             if out:
                 emit("arguments", out)
             pos += used
