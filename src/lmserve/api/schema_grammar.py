@@ -210,9 +210,9 @@ def _without_shorthands(pattern: str) -> str:
 
 def _anchored(pattern: str) -> str:
     """JSON Schema patterns match anywhere in the string; the converter wants ^...$."""
-    start = pattern[1:] if pattern.startswith("^") else ".*" + pattern
-    return "^" + (start if start.endswith("$") and not start.endswith("\\$")
-                  else start + ".*") + ("" if start.endswith("$") else "$")
+    head = pattern[1:] if pattern.startswith("^") else ".*" + pattern
+    ends = head.endswith("$") and not head.endswith("\\$")
+    return "^" + (head if ends else head + ".*$")
 
 
 def _unsupported(node: Any) -> str | None:
