@@ -127,6 +127,8 @@ def test_cli_sends_its_key(keyed):
     scoped = _lmserve(keyed.home, "load", SMOL, "--port", port,
                       env={"LMSERVE_API_KEY": keyed.keys["inference"]})
     assert scoped.returncode != 0 and "admin key" in scoped.stderr
+    status = _lmserve(keyed.home, "server", "status")
+    assert status.returncode == 0 and "needs an API key" in status.stdout
     status = _lmserve(keyed.home, "server", "status", env={"LMSERVE_API_KEY": ADHOC})
     assert status.returncode == 0 and "slots busy" in status.stdout
     status = _lmserve(keyed.home, "server", "status", "--api-key", keyed.keys["inference"])

@@ -190,6 +190,9 @@ def _tail(path, lines: int = 15) -> str:
         return ""
 
 
+_KEY_NEEDED = "Its models are not shown: it needs an API key (--api-key or LMSERVE_API_KEY)."
+
+
 def _fetch_status(state: dict[str, Any]) -> dict[str, Any] | None:
     host = local_address(state["host"])
     if ":" in host:
@@ -197,6 +200,8 @@ def _fetch_status(state: dict[str, Any]) -> dict[str, Any] | None:
     try:
         r = httpx.get(f"http://{host}:{state['port']}/api/v1/status", timeout=5,
                       headers=auth_headers())
+        if r.status_code == 401:
+            return {"error": _KEY_NEEDED}
         r.raise_for_status()
         return r.json()
     except (httpx.HTTPError, ValueError):
@@ -226,6 +231,8 @@ def server_status(
         typer.echo(f"The server is running at {state['base_url']} (pid {state['pid']}).")
         if warning:
             typer.echo(warning, err=True)
+        if info and "error" in info:
+            typer.echo(info["error"])
         for m in (info or {}).get("models", []):
             in_use = m.get("threads_in_use", m["threads"])
             typer.echo(f"  {m['id']}: {m['busy_slots']}/{m['parallel']} slots busy, "
