@@ -2,6 +2,7 @@
 and the warning for a network bind without keys."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -167,6 +168,16 @@ def test_download_refuses_escapes(library_server):
 # -- a network bind ----------------------------------------------------------------------
 
 
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="this machine has no IPv6 loopback")
 def test_network_bind_without_keys_warns_and_checks_hosts():
     proc = ServerProcess("--host", "::", "--model", "none")
     try:
