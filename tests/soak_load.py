@@ -40,7 +40,7 @@ INVALID_REQUESTS: list[tuple[str, bytes | dict | None]] = [
     ("/v1/embeddings", {"model": "x", "input": []}),
     ("/v1/embeddings", {"model": "x", "input": [[10**9]]}),
     ("/v1/no-such-route", {"model": "x"}),
-    ("/v1/models/no-such-model", None),
+    ("/v1/responses/resp_no_such_response", None),
     ("/v1/responses", {"model": "x", "input": 42}),
     ("/v1/messages", {"model": "x", "messages": [], "max_tokens": 0}),
 ]
