@@ -270,7 +270,7 @@ def test_log_stream_follows_the_server(multi):
             with contextlib.suppress(queue.Empty):
                 while seen is None:
                     line = lines.get(timeout=2)
-                    seen = line if "request" in line else None
+                    seen = line if '"lmserve.engine"' in line else None
         entry = json.loads(seen)
         assert entry["logger"] == "lmserve.engine" and "tok/s" in entry["message"]
     finally:

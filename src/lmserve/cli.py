@@ -124,6 +124,12 @@ def server_start(
         "--api-key", envvar=API_KEY_ENV, show_envvar=True,
         help="Require this key (admin scope) besides those of `lmserve key create`.")]
     = None,
+    log_format: Annotated[str | None, typer.Option(help="Log lines as text or json (one "
+                                                   "object per line) [default: configured, "
+                                                   "text]")] = None,
+    log_prompts: Annotated[bool | None, typer.Option("--log-prompts/--no-log-prompts",
+                                                     help="Log prompt and output text "
+                                                     "[default: configured, off]")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")]
     = False,
 ) -> None:
@@ -133,7 +139,10 @@ def server_start(
     settings = config.settings_from_config(
         cfg, host=host, port=port, model=model, context_length=context_length,
         parallel=parallel, max_queue=max_queue, cors=cors, threads=threads,
-        share_cpu=share_cpu, api_key=api_key)
+        share_cpu=share_cpu, api_key=api_key, log_format=log_format,
+        log_prompts=log_prompts)
+    if settings.log_format not in ("text", "json"):
+        raise typer.BadParameter("must be text or json", param_hint="--log-format")
     if detach:
         _start_detached(settings)
         return
@@ -155,7 +164,9 @@ def _start_detached(settings: ServerSettings) -> None:
             "--context-length", str(settings.context_length),
             "--parallel", str(settings.parallel), "--max-queue", str(settings.max_queue),
             "--cors" if settings.cors else "--no-cors",
-            "--share-cpu" if settings.share_cpu else "--no-share-cpu"]
+            "--share-cpu" if settings.share_cpu else "--no-share-cpu",
+            "--log-format", settings.log_format,
+            "--log-prompts" if settings.log_prompts else "--no-log-prompts"]
     if settings.model:
         args += ["--model", settings.model]
     if settings.threads:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -78,6 +79,8 @@ class ServerSettings:
     threads: int | None = None
     share_cpu: bool = True  # fewer threads while other processes keep the cores busy
     api_key: str | None = None  # one ad-hoc admin key, besides the stored ones
+    log_format: str = "text"  # or "json": one JSON object per line
+    log_prompts: bool = False  # prompt and output text in the log
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class ServerConfig:
     max_queue: int = 64
     threads: int = 0  # CPU threads per model; 0 = all cores
     share_cpu: bool = True  # decode with fewer threads while other processes are busy
+    log_format: str = "text"
+    log_prompts: bool = False
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,8 @@ def _check_range(key: str, value: Any) -> str | None:
         return "must not be empty"
     elif key == "server.host" and any(ch.isspace() for ch in value):
         return "must not contain spaces"
+    elif key == "server.log_format" and value not in ("text", "json"):
+        return "must be text or json"
     return None
 
 
@@ -317,7 +324,7 @@ def save_config(cfg: Config, path: Path | None = None) -> Path:
               for section, values in current.items()}
     header = ("# lmserve settings. `lmserve config show` lists every setting and its value;\n"
               "# settings not written here have their default value.\n\n")
-    _write_atomic(path, header + dumps_toml(tables))
+    write_atomic(path, header + dumps_toml(tables))
     return path
 
 
@@ -355,16 +362,21 @@ def settings_from_config(cfg: Config, **overrides: Any) -> ServerSettings:
         "cors": cfg.server.cors,
         "threads": cfg.server.threads or None,
         "share_cpu": cfg.server.share_cpu,
+        "log_format": cfg.server.log_format,
+        "log_prompts": cfg.server.log_prompts,
     }
     values.update({name: value for name, value in overrides.items() if value is not None})
     return ServerSettings(**values)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    # a crash mid-write must not leave a truncated config that later fails to parse
+def write_atomic(path: Path, text: str) -> None:
+    """Replace path's content in one step: a crash mid-write leaves the old file whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())  # on disk before the rename makes it the file
     tmp.replace(path)
 
 

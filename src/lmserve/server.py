@@ -20,6 +20,7 @@ from lmserve.api.host_names import HostPolicy, OriginPolicy, is_loopback, split_
 from lmserve.api.limits import RequestLimits
 from lmserve.api_keys import KeyRing, keys_file, read_keys
 from lmserve.config import LimitsConfig, ModelsConfig, SecurityConfig, ServerSettings
+from lmserve.log_format import configure_logging
 from lmserve.models import ModelManager
 from lmserve.models.bundled import bundled_model_path
 from lmserve.models.library import ModelLibrary
@@ -59,8 +60,9 @@ def read_state() -> dict[str, Any] | None:
         pid = int(state["pid"])
         os.kill(pid, 0)
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return state if _is_lmserve(pid) else None
+        return None  # no file, or a server killed without cleaning up (its pid is gone)
+    # a stale file's pid may have been reused, even by this very process
+    return state if pid != os.getpid() and _is_lmserve(pid) else None
 
 
 def _is_lmserve(pid: int) -> bool:
@@ -75,10 +77,7 @@ def _is_lmserve(pid: int) -> bool:
 
 
 def _write_state(state: dict[str, Any]) -> None:
-    path = config.state_file()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(path)
+    config.write_atomic(config.state_file(), json.dumps(state, indent=2))
 
 
 def _remove_state() -> None:
@@ -86,11 +85,6 @@ def _remove_state() -> None:
     with suppress(OSError, ValueError, KeyError):
         if json.loads(path.read_text())["pid"] == os.getpid():
             path.unlink()
-
-
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
 
 
 class _Server(uvicorn.Server):
@@ -129,7 +123,7 @@ def request_limits(limits: LimitsConfig) -> RequestLimits:
 
 def serve(settings: ServerSettings, models: ModelsConfig | None = None,
           security: SecurityConfig | None = None, limits: LimitsConfig | None = None) -> None:
-    configure_logging()
+    configure_logging(settings.log_format)
     models = models or ModelsConfig()
     security = security or SecurityConfig()
     running = read_state()
@@ -150,6 +144,7 @@ def serve(settings: ServerSettings, models: ModelsConfig | None = None,
         jit_ttl=models.ttl_seconds or None,
         max_loaded=models.max_loaded,
         memory_budget=models.memory_budget_mb * 1024 * 1024,
+        log_prompts=settings.log_prompts,
     )
     default = models.default or None
     if default and manager.library.find(default) is None:
@@ -194,6 +189,7 @@ def serve(settings: ServerSettings, models: ModelsConfig | None = None,
     server = _Server(uvicorn.Config(
         app,
         log_level="warning",
+        log_config=None,  # uvicorn's own lines go through lmserve's log format
         timeout_graceful_shutdown=5,  # let streams finish, then cancel them
     ))
     try:

@@ -374,7 +374,12 @@ def test_metadata_rules(tmp_path: Path) -> None:
     (root / "loose.gguf").write_bytes(b"")  # not inside publisher/repo
 
     lib = ModelLibrary(root, extra=[])
-    assert _keys(lib) == ["p/encoder", "p/guessed", "p/pooled", "p/tools", "p/vision"]
+    assert sorted(_keys(lib)) == ["p/broken@broken", "p/broken@empty", "p/encoder",
+                                  "p/guessed", "p/pooled", "p/tools", "p/vision"]
+    # unreadable files are listed with the reason, and only they
+    assert {e.key for e in lib.entries() if e.error} == {"p/broken@broken", "p/broken@empty"}
+    assert _entry(lib, "p/broken@broken").error == "string runs past the end of the file"
+    assert _entry(lib, "p/broken@empty").error == "not a GGUF file (only 0 bytes)"
 
     tools_entry = _entry(lib, "p/tools")
     assert tools_entry.capabilities == ("chat", "tool_use")

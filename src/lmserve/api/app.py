@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from lmserve import __version__
 from lmserve.api.anthropic import messages
@@ -16,11 +16,13 @@ from lmserve.api.errors import install_error_handlers
 from lmserve.api.host_names import HostPolicy, OriginPolicy
 from lmserve.api.json_body import JSONBodies
 from lmserve.api.limits import LimitRequests, RequestLimits
+from lmserve.api.metrics_route import router as metrics_router
 from lmserve.api.native import downloads, logs, status, tokenize
 from lmserve.api.native import models as native_models
 from lmserve.api.native.logs import LogBroadcaster
 from lmserve.api.openai import chat, completions, embeddings, models, responses
 from lmserve.api.openapi import install_openapi
+from lmserve.api.request_log import RequestLog, note_route
 from lmserve.api.security import AccessControl
 from lmserve.api_keys import KeyRing, keys_file
 from lmserve.models import ModelManager
@@ -48,7 +50,7 @@ def create_app(
         manager.unload_all()
 
     app = FastAPI(title="lmserve", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, dependencies=[Depends(note_route)])
     app.state.manager = manager
     app.state.base_url = base_url
     install_error_handlers(app)
@@ -57,6 +59,7 @@ def create_app(
     for module in (chat, completions, embeddings, models, status, tokenize, messages,
                    responses, native_models, downloads, logs):
         app.include_router(module.router)
+    app.include_router(metrics_router)
     install_openapi(app)
     # Outermost last: CORS headers go on every answer, refusals included, so a local page
     # can read why it was refused; access is decided before a body is read.
@@ -66,4 +69,6 @@ def create_app(
                        origins=origins or OriginPolicy(), keys=keys or KeyRing(keys_file()))
     if cors:
         app.add_middleware(OpenCORS)
+    # outermost, so that requests refused by any other layer are logged and counted too
+    app.add_middleware(RequestLog, metrics=manager.metrics)
     return app

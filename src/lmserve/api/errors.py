@@ -12,12 +12,21 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Route
 
+from lmserve.api.request_log import note_route
 from lmserve.engine import ContextOverflowError, QueueFullError
 from lmserve.engine.engine import EngineStoppedError
+from lmserve.engine.llama import ModelLoadError
 from lmserve.models import ModelNotFoundError
 from lmserve.models.chat_template import ChatTemplateError
-from lmserve.models.manager import LoadRefusedError, ModelBusyError, ModelLoadedError
+from lmserve.models.file_check import ModelFileError
+from lmserve.models.manager import (
+    LoadRefusedError,
+    ModelBusyError,
+    ModelLoadedError,
+    ModelTooLargeError,
+)
 from lmserve.models.paths import PathEscapeError
+from lmserve.request_context import note_error
 
 log = logging.getLogger("lmserve.api")
 
@@ -48,7 +57,14 @@ def error_body(message: str, type: str, param: str | None = None,
 
 
 def as_api_error(exc: Exception) -> APIError:
-    """Maps the lower layers' exceptions to their HTTP meaning."""
+    """Maps the lower layers' exceptions to their HTTP meaning, and notes the error code
+    for the request's log line."""
+    err = _map_error(exc)
+    note_error(err.code or err.type)
+    return err
+
+
+def _map_error(exc: Exception) -> APIError:
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, ContextOverflowError):
@@ -71,6 +87,10 @@ def as_api_error(exc: Exception) -> APIError:
     if isinstance(exc, EngineStoppedError):
         return APIError(503, f"The model is unavailable: {exc}.", type="server_error",
                         code="model_unavailable", headers={"Retry-After": "1"})
+    if isinstance(exc, ModelFileError | ModelLoadError):
+        return APIError(400, str(exc), param="model", code="model_load_failed")
+    if isinstance(exc, ModelTooLargeError):
+        return APIError(400, str(exc), param="model", code="model_too_large")
     if isinstance(exc, ChatTemplateError):
         return APIError(400, str(exc), param="messages", code="invalid_messages")
     if isinstance(exc, UnicodeError):  # e.g. a lone surrogate escape in the JSON
@@ -140,12 +160,15 @@ def _allowed_methods(routes: list[BaseRoute], path: str) -> set[str]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
+        note_route(request)  # a body that does not parse fails before the dependencies run
+        note_error("invalid_request_error")
         return JSONResponse(error_body(message, "invalid_request_error", param), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        note_error("unknown_url" if exc.status_code == 404 else "invalid_request_error")
         if exc.status_code == 404:
             message = f"Unknown route: {request.method} {request.url.path}."
             return JSONResponse(error_body(message, "invalid_request_error", None,
@@ -166,7 +189,7 @@ def install_error_handlers(app: FastAPI) -> None:
     # outermost middleware, which re-raises after answering.
     for known in (APIError, ContextOverflowError, ModelNotFoundError, QueueFullError,
                   EngineStoppedError, ChatTemplateError, ModelBusyError, ModelLoadedError,
-                  LoadRefusedError,
+                  LoadRefusedError, ModelFileError, ModelLoadError, ModelTooLargeError,
                   ValueError):
         app.add_exception_handler(known, _known)
     app.add_exception_handler(Exception, _known)

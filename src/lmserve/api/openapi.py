@@ -197,10 +197,10 @@ _SSE_NOTE = ("With `stream: true`: Server-Sent Events, one `data: <JSON>` event 
 
 def _route(ok: str | None, errors: tuple[int, ...] = (), *,
            stream: tuple[str, str] | None = None, anthropic: bool = False,
-           body: type[BaseModel] | None = None) -> JSON:
+           body: type[BaseModel] | None = None, text: str | None = None) -> JSON:
     """`stream` is (the schema of each event's data, a description of the stream)."""
     return {"ok": ok, "errors": errors, "stream": stream, "anthropic": anthropic,
-            "body": body}
+            "body": body, "text": text}
 
 
 def _sse_event(payload: str, *, error: str, done: bool) -> JSON:
@@ -260,6 +260,8 @@ ROUTES: dict[tuple[str, str], JSON] = {
     ("delete", "/api/v1/models/{key}"): _route("DeletedModel", (400, 404, 409)),
     ("post", "/api/v1/models/download"): _route("DownloadJob", (400, 404, 502)),
     ("get", "/api/v1/models/download/status/{job_id}"): _route("DownloadJob", (400, 404)),
+    ("get", "/metrics"): _route(None, text="Prometheus metrics in the text exposition "
+                                           "format (version 0.0.4)."),
     ("get", "/api/v1/logs/stream"): _route(
         None, stream=("LogRecord", "Server-Sent Events, one `data: {time, level, logger, "
                                    "message}` event per log record, until the client "
@@ -282,6 +284,8 @@ def _responses(spec: JSON) -> JSON:
         error = "AnthropicErrorResponse" if spec["anthropic"] else "ErrorResponse"
         events = _sse_event(payload, error=error, done=payload.endswith("Chunk"))
         content["text/event-stream"] = {"schema": events, "description": description}
+    if spec["text"]:
+        content["text/plain"] = {"schema": _STR, "description": spec["text"]}
     out: JSON = {"200": {"description": "Success.", "content": content}}
     for status in spec["errors"]:
         out[str(status)] = _error_response(status, spec["anthropic"])

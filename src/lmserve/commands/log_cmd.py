@@ -23,7 +23,8 @@ def log_stream(
                 typer.echo(json.dumps(entry))
             else:
                 stamp = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
-                typer.echo(f"{stamp} {entry['level'].upper()} {entry['logger']}: "
+                tag = f" [{entry['request_id']}]" if entry.get("request_id") else ""
+                typer.echo(f"{stamp} {entry['level'].upper()} {entry['logger']}{tag}: "
                            f"{entry['message']}")
     except KeyboardInterrupt:
         pass

@@ -68,11 +68,15 @@ def ls(
     rows = [("KEY", "TYPE", "ARCH", "PARAMS", "QUANT", "SIZE", "CONTEXT", "LOADED")]
     for m in models:
         key = f"{m['key']} (default)" if m.get("default") else m["key"]
-        rows.append((key, m.get("type", "-"), m.get("architecture") or "-",
+        kind = "unreadable" if m.get("error") else m.get("type", "-")
+        rows.append((key, kind, m.get("architecture") or "-",
                      _params(m.get("params")), m.get("quantization") or "-",
                      _size(m.get("size_bytes")), str(m.get("max_context_length") or "-"),
                      ", ".join(i["id"] for i in m.get("loaded_instances", [])) or "-"))
     _table(rows)
+    for m in models:
+        if m.get("error"):
+            typer.echo(f"{m['key']} cannot be loaded: {m['error']}")
 
 
 def _library(host: str | None, port: int | None) -> list[dict[str, Any]]:

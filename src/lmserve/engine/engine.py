@@ -432,7 +432,7 @@ class Engine:
             "generated %d tok %.1f tok/s, ttft %.3f s, queued %.3f s",
             self.name, req.id, slot.id, reason, slot.n_prompt, slot.n_reused,
             timings.prompt_tokens_per_s, slot.n_generated, done.tokens_per_s,
-            timings.ttft_s, timings.queued_s,
+            timings.ttft_s, timings.queued_s, extra={"request_id": req.tag},
         )
         free_sampler_chain(slot.chain)
         slot.chain = None

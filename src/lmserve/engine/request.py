@@ -102,6 +102,7 @@ class GenerationRequest:
     prompt_logprobs: int | None = None  # the same for every prompt token (scoring)
     logprobs_of_end: bool = False  # list the end-of-generation token too (legacy completions)
     render_special: bool = False  # show control tokens (tool-call markers) in the text
+    tag: str = ""  # the caller's name for the request (its request id), for log lines
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: bool = False
     submitted_at: float = field(default_factory=time.perf_counter)

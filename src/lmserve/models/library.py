@@ -28,6 +28,7 @@ import gguf
 
 from lmserve.config import home_dir
 from lmserve.models.bundled import bundled_model_path
+from lmserve.models.file_check import ModelFileChecks, header_problem
 from lmserve.models.manager import model_id_for
 from lmserve.models.paths import ensure_inside, is_inside
 
@@ -92,6 +93,7 @@ class GgufInfo:
     tensor_count: int
     params: int  # elements over all tensors
     matrix_elements: dict[str, int]  # ggml type name -> elements in tensors of 2+ dims
+    data_end: int = 0  # the file size the tensor data needs (0: unknown tensor types)
 
 
 _SCALAR_FORMATS = {
@@ -183,8 +185,9 @@ class _Cursor:
 def read_gguf_info(path: Path) -> GgufInfo:
     """Parse a GGUF header (metadata and tensor shapes) from a memory map of the file."""
     with open(path, "rb") as file:
-        if os.fstat(file.fileno()).st_size < 24:
-            raise ValueError(f"{path} is too small to be a GGUF file")
+        size = os.fstat(file.fileno()).st_size
+        if size < 24:
+            raise ValueError(f"{path}: not a GGUF file (only {size} bytes)")
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             try:
                 return _parse_header(buf)
@@ -217,16 +220,37 @@ def _parse_header(buf: mmap.mmap) -> GgufInfo:
 
     params = 0
     matrix_elements: dict[str, int] = {}
+    data_size: int | None = 0  # bytes past the data section's start; None: not computable
     for _ in range(tensor_count):
         cursor.pos += 8 + cursor.u64()  # the tensor's name
         shape = cursor.dims(cursor.u32())
-        type_name = _ggml_type_name(cursor.u32())
-        cursor.pos += 8  # data offset
+        raw_type = cursor.u32()
+        type_name = _ggml_type_name(raw_type)
+        offset = cursor.u64()
         elements = math.prod(shape)
         params += elements
         if len(shape) >= 2:
             matrix_elements[type_name] = matrix_elements.get(type_name, 0) + elements
-    return GgufInfo(metadata, tensor_count, params, matrix_elements)
+        nbytes = _tensor_bytes(raw_type, elements)
+        if data_size is not None and nbytes is not None:
+            data_size = max(data_size, offset + nbytes)
+        else:
+            data_size = None
+    alignment = metadata.get(gguf.Keys.General.ALIGNMENT, gguf.GGUF_DEFAULT_ALIGNMENT)
+    if not isinstance(alignment, int) or alignment <= 0:
+        raise ValueError(f"invalid general.alignment {alignment!r}")
+    data_start = -(-cursor.pos // alignment) * alignment
+    data_end = data_start + data_size if data_size is not None else 0
+    return GgufInfo(metadata, tensor_count, params, matrix_elements, data_end)
+
+
+def _tensor_bytes(raw_type: int, elements: int) -> int | None:
+    """The size of a tensor's data, or None for a type this gguf package does not know."""
+    try:
+        block_size, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(raw_type)]
+    except (ValueError, KeyError):
+        return None
+    return -(-elements // block_size) * type_size
 
 
 def _ggml_type_name(raw: int) -> str:
@@ -271,6 +295,7 @@ class ModelEntry:
     max_context_length: int | None
     capabilities: tuple[str, ...]
     variant: str  # what follows '@' in a key: the quantization the file name gives
+    error: str | None = None  # why the file cannot be loaded, when it cannot
 
     @property
     def group(self) -> str:
@@ -322,14 +347,18 @@ class _Snapshot:
 class ModelLibrary:
     """The models under `root`, plus `extra` files kept elsewhere (default: the bundled
     SmolLM2). Each call checks the folder tree's stats, so new, changed and removed files
-    show up at once; only changed files have their header read again."""
+    show up at once; only changed files have their header read again. Files that cannot
+    be loaded (a damaged header, or a failed trial load in `checks`) are listed with the
+    reason in `error`."""
 
-    def __init__(self, root: Path, *, extra: Sequence[ExternalModel] | None = None) -> None:
+    def __init__(self, root: Path, *, extra: Sequence[ExternalModel] | None = None,
+                 checks: ModelFileChecks | None = None) -> None:
         self.root = Path(root).expanduser()
         self.extra = tuple(extra) if extra is not None else (bundled_model(),)
+        self.checks = checks or ModelFileChecks()
         self._lock = threading.Lock()
         self._snapshot: _Snapshot | None = None
-        self._infos: dict[Path, tuple[tuple[Any, ...], GgufInfo | None]] = {}
+        self._infos: dict[Path, tuple[tuple[Any, ...], GgufInfo | None, str | None]] = {}
 
     def ensure_inside(self, path: Path) -> Path:
         """path resolved, if it stays inside the library folder (before any request writes
@@ -392,7 +421,7 @@ class ModelLibrary:
         with self._lock:
             disk = _scan_disk(self.root)
             external = self._locate_external()
-            signature = (tuple(disk), tuple(external))
+            signature = (tuple(disk), tuple(external), self.checks.version())
             if self._snapshot is None or self._snapshot.signature != signature:
                 self._snapshot = self._build(signature, disk, external)
             return self._snapshot
@@ -412,15 +441,18 @@ class ModelLibrary:
 
     def _build(self, signature: tuple[Any, ...], disk: list[_ModelFile],
                external: list[_ModelFile]) -> _Snapshot:
-        by_group: dict[str, list[tuple[_ModelFile, GgufInfo]]] = {}
+        by_group: dict[str, list[tuple[_ModelFile, GgufInfo | str]]] = {}
         for model in disk:
-            info = self._info(model)
-            if info is not None and _is_model(info):
+            info, error = self._info(model)
+            error = error or self.checks.known_problem(model.path)
+            if error is not None:
+                by_group.setdefault(_group_key(model), []).append((model, error))
+            elif info is not None and _is_model(info):
                 by_group.setdefault(_group_key(model), []).append((model, info))
         # A repo on disk replaces an external file with the same key.
         on_disk = set(by_group)
         for model in external:
-            info = self._info(model)
+            info, _ = self._info(model)
             if info is not None and _group_key(model) not in on_disk:
                 by_group.setdefault(_group_key(model), []).append((model, info))
 
@@ -434,20 +466,26 @@ class ModelLibrary:
             snapshot.entries.extend(group)
         return snapshot
 
-    def _info(self, model: _ModelFile) -> GgufInfo | None:
-        """The header of a model, read again only when one of its files changed."""
+    def _info(self, model: _ModelFile) -> tuple[GgufInfo | None, str | None]:
+        """The header of a model, or why it is unreadable; read again only when one of
+        its files changed."""
         cached = self._infos.get(model.path)
         if cached is not None and cached[0] == model.stats:
-            return cached[1]
+            return cached[1], cached[2]
+        info, error = None, None
         try:
             infos = [read_gguf_info(part) for part in model.parts]
+            error = next((problem for part, part_info, stat in
+                          zip(model.parts, infos, model.stats, strict=True)
+                          if (problem := header_problem(part_info, stat[0]))), None)
         except (OSError, ValueError) as exc:
-            log.warning("skipping %s: %s", model.path, exc)
-            info = None
-        else:
+            error = str(exc).removeprefix(f"{model.path}: ")
+        if error is None:
             info = _merge_parts(infos)
-        self._infos[model.path] = (model.stats, info)
-        return info
+        else:
+            log.warning("%s cannot be loaded: %s", model.path, error)
+        self._infos[model.path] = (model.stats, info, error)
+        return info, error
 
     @staticmethod
     def _group_named(snapshot: _Snapshot, base: str) -> list[ModelEntry] | None:
@@ -530,6 +568,7 @@ def _merge_parts(infos: list[GgufInfo]) -> GgufInfo:
         tensor_count=sum(i.tensor_count for i in infos),
         params=sum(i.params for i in infos),
         matrix_elements=matrix,
+        data_end=infos[0].data_end,
     )
 
 
@@ -555,9 +594,10 @@ def _variant_of(file_name: str, quantization: str | None) -> str:
     return (tag or quantization or stem).lower()
 
 
-def _make_entries(found: list[tuple[_ModelFile, GgufInfo]]) -> list[ModelEntry]:
+def _make_entries(found: list[tuple[_ModelFile, GgufInfo | str]]) -> list[ModelEntry]:
     """The entries of one repo folder, preferred first, with their keys."""
-    drafts = [_entry(model, info) for model, info in found]
+    drafts = [_entry(model, info) if isinstance(info, GgufInfo) else _unreadable(model, info)
+              for model, info in found]
     drafts.sort(key=_preference)
     if len(drafts) == 1:
         return drafts
@@ -572,7 +612,9 @@ def _make_entries(found: list[tuple[_ModelFile, GgufInfo]]) -> list[ModelEntry]:
 
 
 def _preference(entry: ModelEntry) -> tuple[int, int, str]:
-    if entry.variant == _PREFERRED_VARIANT:
+    if entry.error is not None:
+        rank = 3
+    elif entry.variant == _PREFERRED_VARIANT:
         rank = 0
     elif entry.variant.startswith("q4"):
         rank = 1
@@ -627,6 +669,17 @@ def _entry(model: _ModelFile, info: GgufInfo) -> ModelEntry:
         max_context_length=context if isinstance(context, int) else None,
         capabilities=_capabilities(meta, embedding),
         variant=_variant_of(model.path.name, quantization),
+    )
+
+
+def _unreadable(model: _ModelFile, error: str) -> ModelEntry:
+    """A file that cannot be loaded, listed so that users see why."""
+    return ModelEntry(
+        key=_group_key(model), path=model.path, publisher=model.publisher, repo=model.repo,
+        file_name=model.path.name, display_name=model.repo, type="llm", architecture=None,
+        params=None, quantization=None, size_bytes=sum(stat[0] for stat in model.stats),
+        max_context_length=None, capabilities=(),
+        variant=_variant_of(model.path.name, None), error=error,
     )
 
 

@@ -6,6 +6,8 @@
 - JIT: a request naming a model in the library that is not loaded loads it first.
 - A name that matches no model is served by the default model (loaded just in time if
   need be), else by the only loaded LLM, so clients that hard-code a name keep working.
+- A model file is checked before llama.cpp sees it (models/file_check.py), and a load's
+  memory estimate is checked against the budget and the machine before it starts.
 - Idle instances are unloaded after their TTL; when a load would pass the max-loaded
   count or the memory budget, the least recently used idle instance goes first. An
   instance with requests in flight or queued is never evicted.
@@ -25,9 +27,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from lmserve.models.memory import estimate_file_memory
+from lmserve.metrics import Metrics, ModelLoad
+from lmserve.models.file_check import ModelFileChecks
+from lmserve.models.memory import available_memory, estimate_file_memory, megabytes
 from lmserve.models.model import LoadConfig, Model
 from lmserve.models.paths import check_model_name
+from lmserve.request_context import note_model
 
 log = logging.getLogger("lmserve.models")
 
@@ -45,6 +50,10 @@ class ModelNotFoundError(LookupError):
 
 class ModelBusyError(RuntimeError):
     """No room to load a model: every loaded instance has requests in flight."""
+
+
+class ModelTooLargeError(RuntimeError):
+    """A load whose memory estimate exceeds the budget or what the machine has."""
 
 
 class ModelLoadedError(RuntimeError):
@@ -91,6 +100,8 @@ class ModelManager:
         jit_ttl: float | None = None,
         max_loaded: int = 0,
         memory_budget: int = 0,
+        file_checks: ModelFileChecks | None = None,
+        log_prompts: bool = False,
     ) -> None:
         self.library = library
         self.defaults = defaults or LoadConfig()
@@ -99,10 +110,14 @@ class ModelManager:
         self.max_loaded = max_loaded
         self.memory_budget = memory_budget
         self.default: str | None = None  # key or identifier of the default model
+        self.file_checks = file_checks or ModelFileChecks()
+        self.log_prompts = log_prompts
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
         self._loading: dict[str, asyncio.Future] = {}
         self._closing: set[asyncio.Task] = set()
+        self.metrics = Metrics()
+        self.metrics.track_models(self._model_loads)
 
     # -- what is loaded -------------------------------------------------------------------
 
@@ -157,7 +172,6 @@ class ModelManager:
             if not changed:
                 return current, "already_loaded"
             config = replace(current.config, **changed)
-            self._retire(current, config)
             identifier, outcome = current.id, "reloaded"
         else:
             config = replace(self.defaults,
@@ -165,15 +179,56 @@ class ModelManager:
             if config.ttl is not None and config.ttl <= 0:
                 config = replace(config, ttl=None)
             identifier, outcome = identifier or key, "loaded"
-        self._make_room()
-        model = Model(identifier, path, config, key=key, entry=entry)
+        try:
+            self.file_checks.check(path)
+            needed = estimate_file_memory(path, config.context_length, config.parallel)
+            self._check_fits(key, needed, replacing=current)
+            if current is not None:
+                self._retire(current, config)
+            self._make_room(needed["total"])
+            model = Model(identifier, path, config, key=key, entry=entry,
+                          metrics=self.metrics, log_prompts=self.log_prompts)
+        except Exception:
+            self.metrics.load_failures.labels(key).inc()
+            raise
+        self.metrics.load_time.labels(key).observe(model.load_time_s)
         with self._lock:
             self._models[identifier] = model
         log.info("%s %s as %s in %.1f s (context %d per slot, %d slots, ttl %s)", outcome,
                  key, identifier, model.load_time_s, model.context_length,
                  config.parallel, f"{config.ttl:.0f} s" if config.ttl else "none")
-        self._make_room(keep=model)
         return model, outcome
+
+    def _model_loads(self) -> list[ModelLoad]:
+        loads = []
+        for model in self.loaded():
+            status = model.engine.status()
+            loads.append(ModelLoad(model.id, model.config.parallel, status.busy,
+                                   status.queued))
+        return loads
+
+    def _check_fits(self, key: str, needed: dict[str, int], replacing: Model | None) -> None:
+        """Refuses a load that could never fit, before any memory is spent on it."""
+        what = (f"Loading {key} needs about {megabytes(needed['total'])} "
+                f"(weights {megabytes(needed['weights'])}, KV cache "
+                f"{megabytes(needed['kv_cache'])})")
+        if self.memory_budget and needed["total"] > self.memory_budget:
+            raise ModelTooLargeError(
+                f"{what}, more than the memory budget of {megabytes(self.memory_budget)} "
+                "(models.memory_budget_mb). Load it with a smaller context_length or "
+                "parallel, or raise the budget.")
+        available = available_memory()
+        if available is None:
+            return
+        # what eviction (or the reload) could free
+        reclaimable = sum(estimate_memory(m) for m in self.loaded()
+                          if m is replacing or not m.busy)
+        if needed["total"] > available + reclaimable:
+            raise ModelTooLargeError(
+                f"{what}, but this machine has only {megabytes(available)} available"
+                + (f" (plus {megabytes(reclaimable)} held by idle models)"
+                   if reclaimable else "")
+                + ". Load it with a smaller context_length or parallel.")
 
     def _retire(self, model: Model, new: LoadConfig) -> None:
         """Takes an instance out of routing, lets its in-flight requests finish, frees it."""
@@ -189,6 +244,7 @@ class ModelManager:
     async def load(self, name: str, *, identifier: str | None = None,
                    **options: Any) -> tuple[Model, str]:
         """Loads off the event loop; concurrent loads of the same model share one."""
+        note_model(name)
         token = identifier or self._key_or_name(name)
         pending = self._loading.get(token)
         if pending is not None:
@@ -216,6 +272,7 @@ class ModelManager:
 
     async def resolve(self, name: str, *, ttl: float | None = None) -> Model:
         """The instance a request's `model` names, loading it just in time if allowed."""
+        note_model(name)
         if (pending := self._loading.get(name)) is not None:  # being loaded or reloaded
             await asyncio.shield(pending)
         target, stand_in = self._route(name)
@@ -228,6 +285,7 @@ class ModelManager:
         if stand_in:
             log.info("model '%s' matches no model: served by %s", name, target.id)
         target.touch()
+        note_model(target.id)
         return target
 
     def serving_id(self, name: str) -> str | None:
@@ -289,7 +347,8 @@ class ModelManager:
         ids = [m.id for m in self.loaded()]
         if self.jit and self.library:
             keys = {m.key for m in self.loaded()}
-            ids += [e.key for e in self.library.entries() if e.key not in keys]
+            ids += [e.key for e in self.library.entries()
+                    if e.key not in keys and e.error is None]
         return ids
 
     # -- removing from disk ---------------------------------------------------------------
@@ -351,15 +410,14 @@ class ModelManager:
 
     # -- eviction and TTL -----------------------------------------------------------------
 
-    def _make_room(self, keep: Model | None = None) -> None:
-        """Evicts least recently used idle instances past the count or memory limits."""
-        while self._over_limits(adding=keep is None):
-            idle = [m for m in self.loaded() if m is not keep and not m.busy]
+    def _make_room(self, adding: int) -> None:
+        """Evicts least recently used idle instances until a load of `adding` bytes fits
+        the count and memory limits."""
+        while self._over_limits(adding):
+            idle = [m for m in self.loaded() if not m.busy]
             if not idle:
-                if keep is None:
-                    raise ModelBusyError("Cannot load another model: every loaded model "
-                                         "is busy and the configured limit is reached.")
-                return  # over budget, but nothing may be evicted: keep serving
+                raise ModelBusyError("Cannot load another model: every loaded model "
+                                     "is busy and the configured limit is reached.")
             victim = min(idle, key=lambda m: m.last_used)
             with self._lock:
                 self._models.pop(victim.id, None)
@@ -368,12 +426,12 @@ class ModelManager:
                 time.sleep(0.05)
             victim.close()
 
-    def _over_limits(self, *, adding: bool) -> bool:
+    def _over_limits(self, adding: int) -> bool:
         loaded = self.loaded()
-        if self.max_loaded and len(loaded) + adding > self.max_loaded:
+        if self.max_loaded and len(loaded) + 1 > self.max_loaded:
             return True
-        if self.memory_budget and not adding:
-            return sum(estimate_memory(m) for m in loaded) > self.memory_budget
+        if self.memory_budget:
+            return sum(estimate_memory(m) for m in loaded) + adding > self.memory_budget
         return False
 
     def expired(self, now: float | None = None) -> list[Model]:

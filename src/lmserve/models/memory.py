@@ -34,3 +34,19 @@ def estimate_file_memory(path: str | Path, context_length: int, parallel: int
     weights = Path(path).stat().st_size
     kv_cache = context_length * parallel * n_layer * kv_width * 2 * 2  # K and V, 2 bytes
     return {"weights": weights, "kv_cache": kv_cache, "total": weights + kv_cache}
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel could give a new load now (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 2**20:,.0f} MB"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,29 +19,61 @@ from lmserve.engine import (
     LlamaModel,
     SamplingParams,
 )
-from lmserve.engine.request import Event
+from lmserve.engine.request import Delta, Event
+from lmserve.metrics import Metrics
 from lmserve.models.chat_template import ChatTemplate
+from lmserve.request_context import current_record, current_request_id
+
+log = logging.getLogger("lmserve.models")
 
 
 class GenerationStream:
-    """The asyncio side of one request: events arrive through a per-request queue."""
+    """The asyncio side of one request: events arrive through a per-request queue.
 
-    def __init__(self, engine: Engine, req: GenerationRequest, queue: asyncio.Queue) -> None:
-        self._engine = engine
+    As they pass, it records the request's tokens and latencies (metrics, the request's
+    log line) and, when the model logs prompts, the prompt and output text."""
+
+    def __init__(self, model: Model, req: GenerationRequest, queue: asyncio.Queue) -> None:
+        self._model = model
+        self._engine = model.engine
         self._queue = queue
         self.request = req
 
     async def __aiter__(self) -> AsyncIterator[Event]:
+        last_piece: float | None = None
+        output: list[str] = []
         try:
             while True:
                 event = await self._queue.get()
                 if isinstance(event, Failed):
                     raise event.error
+                if isinstance(event, Delta) and event.text:
+                    now = time.perf_counter()
+                    if last_piece is not None and self._model.metrics:
+                        self._model.metrics.inter_token_latency.labels(
+                            self._model.id).observe(now - last_piece)
+                    last_piece = now
+                    if self._model.log_prompts:
+                        output.append(event.text)
+                if isinstance(event, Done):
+                    self._finished(event, "".join(output))
                 yield event
                 if isinstance(event, Done):
                     return
         finally:
             self.cancel()
+
+    def _finished(self, done: Done, output: str) -> None:
+        record = current_record()
+        if record is not None:
+            record.add_usage(done.prompt_tokens, done.completion_tokens, done.cached_tokens)
+        if self._model.metrics:
+            self._model.metrics.observe_finished(
+                self._model.id, done.prompt_tokens, done.completion_tokens,
+                done.cached_tokens, done.timings.ttft_s if done.completion_tokens else None)
+        if self._model.log_prompts:
+            log.info("prompt %r; output %r", self._model.llama.detokenize(self.request.prompt),
+                     output)
 
     def cancel(self) -> None:
         if not self.request.cancelled:
@@ -68,8 +101,11 @@ class Model:
     """One loaded instance of a model file, known by its identifier."""
 
     def __init__(self, model_id: str, path: Path, config: LoadConfig, *,
-                 key: str | None = None, entry: Any = None) -> None:
+                 key: str | None = None, entry: Any = None, metrics: Metrics | None = None,
+                 log_prompts: bool = False) -> None:
         self.id = model_id
+        self.metrics = metrics
+        self.log_prompts = log_prompts  # prompt and output text go to the log
         self.key = key or model_id  # the library key it was loaded from
         self.entry = entry  # its library entry (metadata), if it came from the library
         self.path = path
@@ -158,9 +194,10 @@ class Model:
 
         req = GenerationRequest(prompt, sampling, emit, max_tokens=max_tokens, stop=stop,
                                 logprobs=logprobs, prompt_logprobs=prompt_logprobs,
-                                logprobs_of_end=logprobs_of_end, render_special=render_special)
+                                logprobs_of_end=logprobs_of_end, render_special=render_special,
+                                tag=current_request_id())
         self.engine.submit(req)
-        return GenerationStream(self.engine, req, queue)
+        return GenerationStream(self, req, queue)
 
     async def embed(self, inputs: list[list[int]]) -> list[list[float]]:
         loop = asyncio.get_running_loop()
@@ -172,9 +209,15 @@ class Model:
         job = EmbeddingRequest(inputs, emit)
         self.engine.submit_embedding(job)
         try:
-            return await future
+            vectors = await future
         finally:
             job.cancel()
+        tokens = sum(len(tokens) for tokens in inputs)
+        if (record := current_record()) is not None:
+            record.add_usage(tokens)
+        if self.metrics:
+            self.metrics.prompt_tokens.labels(self.id).inc(tokens)
+        return vectors
 
     def close(self) -> None:
         self.engine.stop()

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from lmserve.api.sse import sse_data, sse_response
+from lmserve.request_context import RequestIdFilter
 
 router = APIRouter()
 
@@ -20,6 +21,7 @@ class LogBroadcaster(logging.Handler):
 
     def __init__(self, max_pending: int = 1000) -> None:
         super().__init__(logging.INFO)
+        self.addFilter(RequestIdFilter())
         self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = set()
         self._lock = threading.Lock()
         self._max_pending = max_pending
@@ -45,6 +47,9 @@ class LogBroadcaster(logging.Handler):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if getattr(record, "request_id", ""):
+            entry["request_id"] = record.request_id
+        entry.update(getattr(record, "fields", None) or {})
         for loop, queue in subscribers:
             loop.call_soon_threadsafe(_offer, queue, entry)
 
