@@ -184,7 +184,7 @@ def test_pydantic_function_tool_with_a_recursive_model(client):
     reply = client.chat.completions.create(
         model="m", messages=[{"role": "user", "content": "Outline a short talk."}],
         tools=[tool], tool_choice={"type": "function", "function": {"name": "Outline"}},
-        temperature=0, max_tokens=200)
+        temperature=0, max_tokens=120)
     choice = reply.choices[0]
     if choice.finish_reason == "tool_calls":
         jsonschema.validate(json.loads(choice.message.tool_calls[0].function.arguments),

@@ -209,7 +209,7 @@ def test_email_format_and_zod_style_root_recursion(client):
         "next": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}},
         "required": ["email", "next"], "additionalProperties": False}
     reply = client.chat.completions.create(
-        model="m", temperature=0, max_tokens=300,
+        model="m", temperature=0, max_tokens=120,
         messages=[{"role": "user", "content": "A contact list as a chain."}],
         response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}})
     if reply.choices[0].finish_reason == "length":
@@ -264,7 +264,7 @@ def test_strings_have_no_raw_newlines(aclient, response_format):
 
     async def run():
         return await asyncio.gather(*(aclient.chat.completions.create(
-            model="m", seed=seed, temperature=1.2, max_tokens=200, messages=ask,
+            model="m", seed=seed, temperature=1.2, max_tokens=120, messages=ask,
             response_format=response_format) for seed in range(3)))
 
     for reply in asyncio.run(run()):
