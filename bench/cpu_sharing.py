@@ -218,10 +218,9 @@ def markdown(result: dict[str, Any]) -> str:
                      f"| {' | '.join(cells)} | {fmt_ratios(r['ratios'])} |")
     lines.append("")
     for mode, v in s.items():
-        worst = "–" if v["worst_ratio"] is None else f"{v['worst_ratio']:.2f}"
-        lines.append(f"- **{mode}**: {v['alone_median']:.1f} tok/s alone (median), "
-                     f"{v['pair_sum_median']:.1f} tok/s for the pair together (median), "
-                     f"worst share of its rate alone {worst}.")
+        lines.append(f"- **{mode}**: {fmt_rates([v['alone_median']])} tok/s alone (median), "
+                     f"{fmt_rates([v['pair_sum_median']])} tok/s for the pair together "
+                     f"(median), worst share of its rate alone {fmt_ratios([v['worst_ratio']])}.")
     share = s.get("share", {})
     if "alone_vs_fixed" in share:
         lines.append(f"- Targets: each keeps >= {TARGET_PAIR_RATIO:.2f} of its rate alone in "

@@ -27,7 +27,7 @@ def stream_tokens(server: ServerProcess, n: int) -> int:
 @pytest.mark.skipif(CORES < 2, reason="one core leaves no thread to give up")
 def test_busy_cores_take_threads_away() -> None:
     # (Not run with --no-share-cpu: on busy cores that decode can stall for minutes.)
-    server = ServerProcess("--parallel", "1", "--context-length", "512")
+    server = ServerProcess("--parallel", "1", "--context-length", "512", "--threads", str(CORES))
     # One busy process per core: as much CPU as another server's decode threads take.
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
             for _ in range(CORES)]
