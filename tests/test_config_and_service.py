@@ -54,6 +54,7 @@ def test_defaults_when_there_is_no_file(isolated: Path) -> None:
         "security": {"allowed_hosts": "", "allowed_origins": ""},
         "limits": {"max_body_mb": 32, "max_messages": 4096, "max_n": 16, "max_tokens": 131072,
                    "max_stop": 32, "max_tools": 256},
+        "app": {"port": 1235, "start_server": True},
     }
     assert config.config_file() == isolated / "config.toml"
     assert not config.config_file().exists()  # reading never creates the file

@@ -95,6 +95,19 @@ def _root(
     pass
 
 
+@app.command("app")
+def app_command(
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open a browser "
+                                             "(headless machines, tests).")] = False,
+) -> None:
+    """Run lmserve with its app: a page on 127.0.0.1 (app.port, 1235) with Start/Stop Server,
+    settings and the live log. Opens the running app if there is one."""
+    cfg = config_cmd.load_config_or_exit()
+    from lmserve.app.runner import run_app  # the engine loads only where it is needed
+
+    run_app(cfg, open_browser=not no_browser, api_key=os.environ.get(API_KEY_ENV))
+
+
 @server_app.command("start")
 def server_start(
     port: Annotated[int | None, typer.Option(help="Port to listen on (0 picks a free one) "
@@ -135,6 +148,7 @@ def server_start(
 ) -> None:
     """Start the server (in the foreground unless --detach). Unset flags come from the
     config file (`lmserve config show`)."""
+    _switch_app_server_or_continue("start")
     cfg = config_cmd.load_config_or_exit()
     settings = config.settings_from_config(
         cfg, host=host, port=port, model=model, context_length=context_length,
@@ -149,6 +163,30 @@ def server_start(
     from lmserve.server import serve  # the engine loads only where it is needed
 
     serve(settings, cfg.models, cfg.security, cfg.limits)
+
+
+def _switch_app_server_or_continue(action: str) -> None:
+    """With `lmserve app` running, `server start|stop` flip its API listener (the models
+    stay in the app's process) and exit; otherwise they go on as for a headless server."""
+    from lmserve.server import read_state
+
+    state = read_state()
+    if not state or not state.get("app_url"):
+        return
+    try:
+        r = httpx.post(f"{state['app_url']}app/api/server/{action}", timeout=60)
+    except httpx.HTTPError as exc:
+        raise CommandError(f"The lmserve app at {state['app_url']} did not answer: "
+                           f"{exc}") from None
+    if r.status_code != 200:
+        raise CommandError(r.json().get("error", {}).get("message", r.text))
+    info = r.json()
+    if info["serving"]:
+        typer.echo(f"lmserve is serving at {info['base_url']} (app: {state['app_url']}).")
+    else:
+        typer.echo(f"Stopped the API server; the app at {state['app_url']} keeps the "
+                   "models loaded.")
+    raise typer.Exit(0)
 
 
 def _start_detached(settings: ServerSettings) -> None:
@@ -227,17 +265,24 @@ def server_status(
     """Show whether the server runs, where, and what its slots are doing."""
     from lmserve.server import read_state, state_network_warning
 
-    state = read_state()
+    app_state = read_state()
+    # an app with its API listener stopped is not a running server
+    state = app_state if app_state and app_state.get("serving", True) else None
+    app_url = app_state.get("app_url") if app_state else None
     info = _fetch_status(state) if state else None
     warning = state_network_warning(state) if state else None
     if as_json:
         out = {"running": bool(state), "pid": state and state["pid"]}
         out.update(info or ({"base_url": state["base_url"]} if state else {}))
+        if app_url:
+            out["app_url"] = app_url
         if warning:
             out["warning"] = warning
         typer.echo(json.dumps(out, indent=2))
     elif not state:
-        typer.echo("The server is not running.")
+        typer.echo("The server is not running." + (
+            f" The app at {app_url} can start it (or `lmserve server start`)."
+            if app_url else ""))
     else:
         typer.echo(f"The server is running at {state['base_url']} (pid {state['pid']}).")
         if warning:
@@ -262,9 +307,10 @@ def server_stop(
     from lmserve.server import read_state
 
     state = read_state()
-    if not state:
+    if not state or not state.get("serving", True):
         typer.echo("The server is not running.")
         raise typer.Exit(1)
+    _switch_app_server_or_continue("stop")
     pid = int(state["pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout

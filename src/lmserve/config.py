@@ -141,6 +141,14 @@ class LimitsConfig:
     max_tools: int = 256
 
 
+@dataclass(frozen=True)
+class AppConfig:
+    """The [app] table: the page `lmserve app` serves on loopback."""
+
+    port: int = 1235  # the app's own port, always on 127.0.0.1
+    start_server: bool = True  # open the API listener when the app starts
+
+
 def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -153,6 +161,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    app: AppConfig = field(default_factory=AppConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain JSON/TOML-ready values, keyed by table then setting."""
@@ -167,7 +176,8 @@ class Config:
 
 # table name -> {setting name -> Python type}, taken from the dataclasses above
 _SECTION_CLASSES: dict[str, type] = {"server": ServerConfig, "models": ModelsConfig,
-                                     "security": SecurityConfig, "limits": LimitsConfig}
+                                     "security": SecurityConfig, "limits": LimitsConfig,
+                                     "app": AppConfig}
 _SECTIONS: dict[str, dict[str, type]] = {
     section: {f.name: typing.get_type_hints(cls)[f.name] for f in fields(cls)}
     for section, cls in _SECTION_CLASSES.items()
@@ -189,6 +199,7 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "limits.max_tokens": (1, None),
     "limits.max_stop": (0, None),
     "limits.max_tools": (0, None),
+    "app.port": (0, 65535),
 }
 
 _MAY_BE_EMPTY = {"models.default", "security.allowed_hosts", "security.allowed_origins"}
@@ -330,6 +341,20 @@ def save_config(cfg: Config, path: Path | None = None) -> Path:
 
 def set_value(dotted_key: str, raw_value: str, path: Path | None = None) -> Config:
     """Parse raw_value for the setting, check it, save it and return the new settings."""
+    return set_values({dotted_key: raw_value}, path)
+
+
+def set_values(raw_values: dict[str, str], path: Path | None = None) -> Config:
+    """Parse and check every value first, so one bad value saves none; then save them."""
+    parsed = [(*_split_key(key), _parse_value(key, raw)) for key, raw in raw_values.items()]
+    cfg = load_config(path)
+    for section, name, value in parsed:
+        cfg = replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
+    save_config(cfg, path)
+    return cfg
+
+
+def _parse_value(dotted_key: str, raw_value: str) -> Any:
     section, name = _split_key(dotted_key)
     key = f"{section}.{name}"
     kind = _SECTIONS[section][name]
@@ -341,11 +366,7 @@ def set_value(dotted_key: str, raw_value: str, path: Path | None = None) -> Conf
     problem = _check_range(key, value)
     if problem:
         raise ValueError(f"Invalid value for {key}: {problem} (got {raw_value!r}).")
-    cfg = load_config(path)
-    table = replace(getattr(cfg, section), **{name: value})
-    cfg = replace(cfg, **{section: table})
-    save_config(cfg, path)
-    return cfg
+    return value
 
 
 def settings_from_config(cfg: Config, **overrides: Any) -> ServerSettings:

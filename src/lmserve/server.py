@@ -36,7 +36,11 @@ def base_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/v1"
 
 
-def _bind(host: str, port: int) -> socket.socket:
+class ListenError(Exception):
+    """The API listener cannot open its port (in use, not permitted, no such address)."""
+
+
+def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -46,7 +50,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise SystemExit(f"Cannot listen on {host}:{port}: {exc.strerror}.") from exc
+        raise ListenError(f"Cannot listen on {host}:{port}: {exc.strerror}.") from exc
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -76,11 +80,11 @@ def _is_lmserve(pid: int) -> bool:
         return False
 
 
-def _write_state(state: dict[str, Any]) -> None:
+def write_state(state: dict[str, Any]) -> None:
     config.write_atomic(config.state_file(), json.dumps(state, indent=2))
 
 
-def _remove_state() -> None:
+def remove_state() -> None:
     path = config.state_file()
     with suppress(OSError, ValueError, KeyError):
         if json.loads(path.read_text())["pid"] == os.getpid():
@@ -121,19 +125,9 @@ def request_limits(limits: LimitsConfig) -> RequestLimits:
                          max_tools=limits.max_tools)
 
 
-def serve(settings: ServerSettings, models: ModelsConfig | None = None,
-          security: SecurityConfig | None = None, limits: LimitsConfig | None = None) -> None:
-    configure_logging(settings.log_format)
-    models = models or ModelsConfig()
-    security = security or SecurityConfig()
-    running = read_state()
-    if running:
-        raise SystemExit(f"A server is already running at {running['base_url']} "
-                         f"(pid {running['pid']}); stop it with `lmserve server stop`.")
-    sock = _bind(settings.host, settings.port)
-    port = sock.getsockname()[1]
-    url = base_url(settings.host, port)
-
+def build_manager(settings: ServerSettings,
+                  models: ModelsConfig) -> tuple[ModelManager, list[str]]:
+    """The model manager with the start-up model loaded, and the ids loaded."""
     defaults = LoadConfig(context_length=settings.context_length, parallel=settings.parallel,
                           max_queue=settings.max_queue, threads=settings.threads,
                           share_cpu=settings.share_cpu)
@@ -155,10 +149,32 @@ def serve(settings: ServerSettings, models: ModelsConfig | None = None,
             [manager.load_now(settings.model or default or str(bundled_model_path()),
                                allow_paths=True)[0].id]
     except (LookupError, OSError, RuntimeError) as exc:  # unknown, missing or unloadable
-        sock.close()
         raise SystemExit(f"Cannot load the model: {exc}") from exc
     if default or startup:
         manager.set_default(default or startup[0])
+    return manager, startup
+
+
+def serve(settings: ServerSettings, models: ModelsConfig | None = None,
+          security: SecurityConfig | None = None, limits: LimitsConfig | None = None) -> None:
+    configure_logging(settings.log_format)
+    models = models or ModelsConfig()
+    security = security or SecurityConfig()
+    running = read_state()
+    if running:
+        raise SystemExit(f"A server is already running at {running['base_url']} "
+                         f"(pid {running['pid']}); stop it with `lmserve server stop`.")
+    try:
+        sock = bind(settings.host, settings.port)
+    except ListenError as exc:
+        raise SystemExit(str(exc)) from exc
+    port = sock.getsockname()[1]
+    url = base_url(settings.host, port)
+    try:
+        manager, startup = build_manager(settings, models)
+    except SystemExit:
+        sock.close()
+        raise
 
     state = {
         "pid": os.getpid(),
@@ -172,7 +188,7 @@ def serve(settings: ServerSettings, models: ModelsConfig | None = None,
     keys = KeyRing(keys_file(), settings.api_key)
 
     def ready() -> None:
-        _write_state(state)
+        write_state(state)
         log.info("lmserve is ready: %s (models: %s; default: %s; JIT %s; CORS %s; API keys %s)",
                  url, ", ".join(startup) or "none loaded", manager.default or "none",
                  "on" if models.jit else "off", "on" if settings.cors else "off",
@@ -195,6 +211,6 @@ def serve(settings: ServerSettings, models: ModelsConfig | None = None,
     try:
         server.run(sockets=[sock])
     finally:
-        _remove_state()
+        remove_state()
         manager.unload_all()
         log.info("lmserve stopped")

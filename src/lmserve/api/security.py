@@ -26,7 +26,8 @@ from lmserve.models.manager import load_refusal
 # Routes that change the machine or expose it: loading, downloading, deleting models,
 # the default model, settings, keys and the live log. They need an admin key and a local origin.
 _ADMIN_PREFIXES = ("/api/v1/models/load", "/api/v1/models/unload", "/api/v1/models/download",
-                   "/api/v1/models/default", "/api/v1/config", "/api/v1/keys", "/api/v1/logs")
+                   "/api/v1/models/default", "/api/v1/config", "/api/v1/keys", "/api/v1/logs",
+                   "/app/api")
 _OPEN_PATHS = frozenset({"/health"})
 _ANTHROPIC_PREFIX = "/v1/messages"
 

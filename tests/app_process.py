@@ -1,0 +1,63 @@
+"""Runs `lmserve app --no-browser` as a real process in its own lmserve home."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppProcess:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("LMSERVE_")}
+        self.env = {**inherited, "LMSERVE_HOME": str(home)}
+        self._log = open(home / "app.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "lmserve", "app", "--no-browser"],
+                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.state = self._wait_ready()
+        self.url = self.state["app_url"]
+
+    def _wait_ready(self, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the app exited early:\n{self.log()}")
+            try:
+                state = json.loads((self.home / "server.json").read_text())
+                if state["pid"] == self.proc.pid:
+                    return state
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the app was not ready after {timeout} s:\n{self.log()}")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lmserve", *args], env=self.env,
+                              capture_output=True, text=True, timeout=60)
+
+    def log(self) -> str:
+        self._log.flush()
+        return (self.home / "app.log").read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode

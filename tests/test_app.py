@@ -1,0 +1,151 @@
+"""`lmserve app` in Debian's Chromium: the Server tab switches the real API listener while
+the models stay loaded, and its settings land in the config file the CLI reads."""
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from lmserve import config
+from tests.app_process import AppProcess, free_port
+from tests.test_browser import CHROMIUM, browser  # noqa: F401  (the shared Chromium)
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+@pytest.fixture()
+def app(tmp_path):
+    api_port = free_port()
+    (tmp_path / "config.toml").write_text(
+        f"[server]\nport = {api_port}\n\n[app]\nport = {free_port()}\n")
+    proc = AppProcess(tmp_path)
+    yield proc
+    proc.stop()
+
+
+def _status(app: AppProcess) -> dict:
+    return json.loads(app.cli("server", "status", "--json").stdout)
+
+
+def _open(browser, app: AppProcess):  # noqa: F811
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(app.url)
+    return page, requests
+
+
+def _save_settings(page) -> None:
+    page.get_by_role("button", name="Save settings").click()  # the note says "Saving…" first
+    page.wait_for_function("document.getElementById('settings-note').textContent"
+                           ".startsWith('Saved')")
+
+
+def test_start_stop_and_port_from_the_server_tab(app, browser, tmp_path):  # noqa: F811
+    page, requests = _open(browser, app)
+    page.wait_for_function("document.getElementById('indicator').textContent === 'Running'")
+    status = _status(app)
+    assert status["running"] is True
+    assert page.text_content("#base-url") == status["base_url"]
+    api = f"http://127.0.0.1:{app.state['port']}"
+
+    page.get_by_role("button", name="Stop Server").click()
+    page.wait_for_function("document.getElementById('indicator').textContent === 'Stopped'")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{api}/v1/models", timeout=5)
+    assert httpx.get(f"{app.url}v1/models", timeout=5).json()["data"]  # models stay loaded
+    assert _status(app)["running"] is False
+    # the live log shows the server's own lines, and its filter hides the others
+    page.wait_for_function("document.getElementById('log').textContent.includes('stopped')")
+    page.get_by_label("Filter").fill("no such line")
+    assert page.text_content("#log") == ""
+    page.get_by_label("Filter").fill("")
+
+    # a port in use: the error names it and the app keeps running
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        page.get_by_label("Port").fill(str(busy))
+        _save_settings(page)
+        page.get_by_role("button", name="Start Server").click()
+        page.wait_for_selector("#server-error:not([hidden])")
+        assert str(busy) in page.text_content("#server-error")
+    assert page.text_content("#indicator") == "Stopped"
+
+    new_port = free_port()
+    page.get_by_label("Port").fill(str(new_port))
+    _save_settings(page)
+    assert config.load_config(tmp_path / "config.toml").server.port == new_port
+    page.get_by_role("button", name="Start Server").click()
+    page.wait_for_function("document.getElementById('indicator').textContent === 'Running'")
+    assert page.text_content("#base-url") == f"http://localhost:{new_port}/v1"
+    assert _status(app)["base_url"] == f"http://localhost:{new_port}/v1"
+    assert page.is_hidden("#server-error")
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{new_port}/v1", api_key="x",
+                           max_retries=0)
+    model = client.models.list().data[0].id
+    reply = client.chat.completions.create(model=model, max_tokens=4,
+                                           messages=[{"role": "user", "content": "Hi"}])
+    assert reply.choices[0].finish_reason in ("length", "stop")
+    # the snippet carries the live URL and model
+    assert f"http://localhost:{new_port}/v1" in page.text_content("#snippet")
+    assert model in page.text_content("#snippet")
+
+    page.screenshot(path=str(tmp_path / "server-tab.png"), full_page=True)
+    origin = app.url.rstrip("/")
+    assert requests and all(url.startswith(origin + "/") for url in requests), requests
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS"):  # the README's picture, when asked for
+        shutil.copy(tmp_path / "server-tab.png", DOCS / "app-server-tab.png")
+    page.close()
+
+
+def test_controls_are_labelled_and_reached_by_keyboard(app, browser):  # noqa: F811
+    page, _ = _open(browser, app)
+    page.wait_for_function("document.getElementById('indicator').textContent === 'Running'")
+    unnamed = page.evaluate("""() => [...document.querySelectorAll('button, input, select')]
+        .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                      && !el.textContent.trim())
+        .map(el => el.outerHTML)""")
+    assert unnamed == []
+    reached = set()
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.id || document.activeElement.name"))
+    for control in ("toggle-server", "server.port", "server.host", "app.start_server",
+                    "pause-log", "log-filter"):
+        assert control in reached
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline != "none"  # focus is visible
+    page.close()
+
+
+def test_start_on_launch_setting_survives_a_restart(tmp_path, browser):  # noqa: F811
+    (tmp_path / "config.toml").write_text(
+        f"[server]\nport = {free_port()}\n\n[app]\nport = {free_port()}\n")
+    app = AppProcess(tmp_path)
+    try:
+        page, _ = _open(browser, app)
+        page.wait_for_function("document.getElementById('indicator').textContent === 'Running'")
+        page.get_by_label("Start server on application launch").uncheck()
+        _save_settings(page)
+        page.close()
+    finally:
+        app.stop()
+    assert "start_server = false" in (tmp_path / "config.toml").read_text()
+
+    app = AppProcess(tmp_path)  # honours the setting: the API listener stays closed
+    try:
+        assert _status(app)["running"] is False
+        page, _ = _open(browser, app)
+        page.wait_for_function("document.getElementById('indicator').textContent === 'Stopped'")
+        assert not page.get_by_label("Start server on application launch").is_checked()
+        page.close()
+    finally:
+        app.stop()
