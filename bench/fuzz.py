@@ -7,7 +7,7 @@ may ask for capped by tests/fuzz_hooks.py. Runs the coverage and fuzzing phases 
 least --min-cases cases ran, then checks that the server still answers a chat and is idle,
 and writes the tallies as JSON under bench/results/.
 
-    python bench/fuzz.py [--max-examples 40] [--min-cases 2000] [--seed 1]
+    python bench/fuzz.py [--max-examples 10] [--min-cases 2000] [--seed 1]
 """
 
 from __future__ import annotations
@@ -46,47 +46,46 @@ def still_serving(server: ServerProcess, model: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--max-examples", type=int, default=40, help="per operation and phase")
+    ap.add_argument("--max-examples", type=int, default=10, help="per operation and phase")
     ap.add_argument("--min-cases", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
     started = datetime.now(UTC)
     t0 = time.monotonic()
-    runs, statuses = [], Counter()
+    runs: list[dict] = []
+    statuses: Counter = Counter()
     with FakeHub() as hub:
         hub.add_repo("fuzz-org/Tiny-GGUF", {"tiny.Q4_0.gguf": make_gguf(4096)})
         models = Path(tempfile.mkdtemp(prefix="lmserve-fuzz-models-"))
         server = ServerProcess(env={"HF_ENDPOINT": hub.url, "LMSERVE_MODELS_DIR": str(models)})
         try:
             model = server.status()["models"][0]["id"]
-            seed = args.seed
-            # Unloads last: after an unload of everything, most requests would only meet
-            # the 404 of a model that is gone.
-            plan = {"exclude": (UNLOAD,)}
-            while True:
+
+            def fuzz(seed: int, **routes: tuple[str, ...]) -> None:
                 result = run_fuzz(server.origin, max_examples=args.max_examples, seed=seed,
-                                  phases="coverage,fuzzing", timeout=6 * 3600, **plan)
-                statuses += result.statuses
-                runs.append({"seed": seed, "cases": result.cases,
-                             "responses": result.responses, "exit_code": result.exit_code,
-                             "failures": result.failures,
+                                  phases="coverage,fuzzing", timeout=6 * 3600, **routes)
+                statuses.update(result.statuses)
+                runs.append({"seed": seed, "routes": routes, "cases": result.cases,
+                             "exit_code": result.exit_code, "failures": result.failures,
                              "errors": result.report.get("errors", []),
                              "output_tail": result.output[-4000:]})
-                print(f"seed {seed} {plan}: {result.cases} cases, exit {result.exit_code}, "
+                print(f"seed {seed} {routes}: {result.cases} cases, exit {result.exit_code}, "
                       f"{len(result.failures)} failure kinds", flush=True)
-                seed += 1
                 if not result.report:
-                    print(result.output[-3000:])
-                    break
-                if "include" in plan:
-                    break
-                if sum(r["cases"] for r in runs) >= args.min_cases:
-                    plan = {"exclude": (), "include": (UNLOAD,)}
+                    raise SystemExit(result.output[-3000:])
+
+            seed = args.seed
+            while sum(r["cases"] for r in runs) < args.min_cases:
+                fuzz(seed, exclude=(UNLOAD,))
+                seed += 1
+            # Unloads last: after an unload of everything, the other routes would mostly
+            # meet the 404 of a model that is gone.
+            fuzz(seed, exclude=(), include=(UNLOAD,))
             after = still_serving(server, model)
         finally:
             exit_code = server.stop()
-    by_status = Counter()
+    by_status: Counter = Counter()
     for (_, status), n in statuses.items():
         by_status[status] += n
     out = {

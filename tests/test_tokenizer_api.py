@@ -33,6 +33,7 @@ def test_remote_tokenizer_routes_as_lm_eval_reads_them(server):
     ("/detokenize", {"tokens": [10**9]}),
     ("/tokenize", {"text": "the field is called prompt"}),
     ("/tokenize", {"prompt": "x", "messages": [{"role": "user", "content": "x"}]}),
+    ("/tokenize", {"messages": []}),  # found by the fuzz: it was a 500
 ])
 def test_bad_tokenizer_requests_are_400(server, path, body):
     r = httpx.post(server.origin + path, json=body, timeout=10)

@@ -74,7 +74,7 @@ class RootTokenizeRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
     model: str = _LOADED
     prompt: str | None = None
-    messages: list[ChatMessage] | None = None
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
     # vLLM's defaults: BOS added to a prompt; a rendered chat has its own.
     add_special_tokens: bool | None = None
     add_generation_prompt: bool = True
