@@ -264,8 +264,10 @@ ROUTES: dict[tuple[str, str], JSON] = {
                                            "format (version 0.0.4)."),
     ("get", "/api/v1/logs/stream"): _route(
         None, stream=("LogRecord", "Server-Sent Events, one `data: {time, level, logger, "
-                                   "message}` event per log record, until the client "
-                                   "disconnects.")),
+                                   "message}` event per log record (with `request_id`, "
+                                   "and a request's end line with `method`, `path`, "
+                                   "`status`, `duration_s`, `model`, tokens and `error`), "
+                                   "until the client disconnects.")),
 }
 
 
