@@ -45,7 +45,7 @@ SECTION_START, SECTION_END = "<!-- cpu-sharing -->", "<!-- /cpu-sharing -->"
 MODES = {"share": "--share-cpu", "fixed": "--no-share-cpu"}
 TARGET_PAIR_RATIO = 0.40  # each of the two keeps this share of its rate alone
 TARGET_ALONE_RATIO = 0.95  # the default's rate alone against the fixed thread count
-STALL_S = 90.0  # a stream still running after this long is cut off and counted as is
+STALL_S = 45.0  # a stream still running after this long is cut off and counted as is
 PROMPT = "Write a long story about a robot who learns to paint."
 
 
@@ -204,7 +204,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m['cpu']}, {m['cores']} cores). Two lmserve servers, {result['threads']} threads "
         f"each, one streamed chat each (`ignore_eos`, {result['tokens']} tokens): each alone, "
         "then both at once; tok/s from a stream's first chunk to its last, side by side "
-        "only while both run. `share` is the default (`server.share_cpu = true`), `fixed` "
+        f"only while both run; a stream still running after {STALL_S:.0f} s is cut off "
+        "there. `share` is the default (`server.share_cpu = true`), `fixed` "
         "is `--no-share-cpu`, the thread count of earlier versions.",
         "",
         "| rep | mode | CPU busy before | A alone | B alone | A beside B | B beside A "
