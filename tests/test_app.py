@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -149,3 +150,88 @@ def test_start_on_launch_setting_survives_a_restart(tmp_path, browser):  # noqa:
         page.close()
     finally:
         app.stop()
+
+
+def _busy_slots(app: AppProcess) -> int:
+    models = httpx.get(f"{app.url}api/v1/models", timeout=10).json()["data"]
+    return sum(i["busy_slots"] for m in models for i in m["loaded_instances"])
+
+
+ASSISTANT = "document.querySelector('#messages article[data-role=assistant] .content')"
+
+
+def test_chat_streams_stops_and_keeps_conversations(tmp_path, browser):  # noqa: F811
+    # the API listener stays off: the page chats through the app's own origin
+    (tmp_path / "config.toml").write_text(
+        f"[server]\nport = {free_port()}\n\n[app]\nport = {free_port()}\nstart_server = false\n")
+    app = AppProcess(tmp_path)
+    try:
+        page, requests = _open(browser, app)
+        page.get_by_role("tab", name="Chat").click()
+        page.wait_for_function("document.getElementById('chat-model').value !== ''")
+        page.get_by_text("Generation settings").click()
+        page.get_by_label("Max tokens").fill("2000")
+        page.get_by_role("textbox", name="Message").fill(
+            "Count from 1 to 1000, one number per line.")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_function(f"{ASSISTANT} && {ASSISTANT}.textContent.length > 20")
+        assert _busy_slots(app) == 1
+        page.get_by_role("button", name="Stop").click()
+        page.wait_for_function("document.querySelector('#messages .stats') !== null")
+        stats = page.text_content("#messages .stats")
+        assert "stop: cancelled" in stats and "TTFT" in stats and "tok/s" in stats
+        deadline = time.monotonic() + 30  # the server notices the closed stream, then frees
+        while _busy_slots(app) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _busy_slots(app) == 0
+        page.wait_for_selector("#conversation-list button")
+        assert page.text_content("#conversation-list").startswith("Count from 1")
+        page.get_by_label("Title").fill("Counting")
+        page.get_by_role("button", name="Rename").click()
+        page.wait_for_selector("#conversation-list button:has-text('Counting')")
+        page.screenshot(path=str(tmp_path / "chat-tab.png"), full_page=True)
+        origin = app.url.rstrip("/")
+        assert all(url.startswith(origin + "/") for url in requests), requests
+        print(f"chat: {stats}")  # the first token's delay, for the docs
+        page.close()
+    finally:
+        app.stop()
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
+        shutil.copy(tmp_path / "chat-tab.png", DOCS / "app-chat-tab.png")
+
+    app = AppProcess(tmp_path)  # the conversation outlives the process
+    try:
+        hostile = httpx.post(f"{app.url}app/api/conversations", timeout=10, json={
+            "title": "hostile", "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant",
+                 "content": "<script>window.pwned = 1</script> **bold** `<b>code</b>`"}]})
+        assert hostile.status_code == 200
+        page, _ = _open(browser, app)
+        page.get_by_role("tab", name="Chat").click()
+        page.get_by_role("button", name="Counting").click()
+        page.wait_for_function(f"{ASSISTANT} !== null")
+        assert "1" in page.text_content("#messages article[data-role=user]")
+        page.get_by_role("button", name="hostile").click()
+        page.wait_for_function(f"{ASSISTANT}.textContent.includes('pwned')")
+        content = page.text_content("#messages article[data-role=assistant] .content")
+        assert "<script>window.pwned = 1</script>" in content  # shown as text
+        assert "<b>code</b>" in content
+        assert page.evaluate("window.pwned") is None
+        assert page.locator("#messages script, #messages b").count() == 0
+        assert page.locator("#messages article[data-role=assistant] strong").count() == 1
+        page.close()
+    finally:
+        app.stop()
+
+
+def test_conversation_routes_refuse_bad_bodies(app):
+    bad = httpx.post(f"{app.url}app/api/conversations", timeout=10,
+                     json={"messages": [{"role": "robot", "content": "x"}]})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "messages[0]"
+    missing = httpx.get(f"{app.url}app/api/conversations/nope", timeout=10)
+    assert missing.status_code == 404 and missing.json()["error"]["code"]
+    foreign = httpx.post(f"{app.url}app/api/conversations", timeout=10, json={},
+                         headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403

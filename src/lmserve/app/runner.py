@@ -18,7 +18,8 @@ from lmserve import config
 from lmserve.api import create_app
 from lmserve.api.host_names import HostPolicy, OriginPolicy
 from lmserve.api_keys import KeyRing
-from lmserve.app import routes
+from lmserve.app import chat_routes, routes
+from lmserve.app.conversations import ConversationStore, database_file
 from lmserve.app.switch import ServerSwitch
 from lmserve.config import Config
 from lmserve.log_format import configure_logging
@@ -91,7 +92,9 @@ def run_app(cfg: Config, *, open_browser: bool, api_key: str | None = None) -> N
                           origins=OriginPolicy(cfg.security.origins()),
                           limits=request_limits(cfg.limits))
     page_app.state.switch = switch
+    page_app.state.conversations = ConversationStore(database_file())
     page_app.include_router(routes.router)
+    page_app.include_router(chat_routes.router)
 
     server = _Server(uvicorn.Config(page_app, log_level="warning", log_config=None,
                                     timeout_graceful_shutdown=5))
@@ -99,6 +102,7 @@ def run_app(cfg: Config, *, open_browser: bool, api_key: str | None = None) -> N
         asyncio.run(_serve_both(server, sock, switch))
     finally:
         switch.remove_state()
+        page_app.state.conversations.close()
         manager.unload_all()
         log.info("lmserve stopped")
 
