@@ -235,3 +235,33 @@ def test_conversation_routes_refuse_bad_bodies(app):
     foreign = httpx.post(f"{app.url}app/api/conversations", timeout=10, json={},
                          headers={"Origin": "http://evil.example"})
     assert foreign.status_code == 403
+
+
+def _instances(api: str) -> list[dict]:
+    return [i for m in httpx.get(f"{api}/api/v1/models", timeout=10).json()["data"]
+            for i in m["loaded_instances"]]
+
+
+def test_my_models_unloads_and_loads_from_the_page(app, browser):  # noqa: F811
+    page, requests = _open(browser, app)
+    page.get_by_role("tab", name="My Models").click()
+    api = f"http://127.0.0.1:{app.state['port']}"
+    [instance] = _instances(api)
+    page.get_by_role("button", name=f"Unload {instance['id']}").click()
+    page.wait_for_selector(f"#library button[aria-label='Unload {instance['id']}']",
+                           state="detached")
+    assert _instances(api) == []
+
+    page.get_by_label(f"Context length for {instance['model']}").fill("512")
+    page.get_by_role("button", name=f"Load {instance['model']}").click()
+    page.wait_for_selector("#library button[aria-label^='Unload ']")
+    [loaded] = _instances(api)
+    assert loaded["config"]["context_length"] == 512
+    client = openai.OpenAI(base_url=f"{api}/v1", api_key="x", max_retries=0)
+    reply = client.chat.completions.create(model=loaded["id"], max_tokens=2,
+                                           messages=[{"role": "user", "content": "Hi"}])
+    assert reply.model == loaded["id"]
+    page.screenshot(path=str(app.home / "models-tab.png"), full_page=True)
+    origin = app.url.rstrip("/")
+    assert all(url.startswith(origin + "/") for url in requests), requests
+    page.close()

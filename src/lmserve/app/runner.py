@@ -10,14 +10,13 @@ import asyncio
 import logging
 import socket
 import webbrowser
-from pathlib import Path
 
 import uvicorn
 
 from lmserve import config
 from lmserve.api import create_app
 from lmserve.api.host_names import HostPolicy, OriginPolicy
-from lmserve.api_keys import KeyRing
+from lmserve.api_keys import KeyRing, keys_file
 from lmserve.app import chat_routes, routes
 from lmserve.app.conversations import ConversationStore, database_file
 from lmserve.app.switch import ServerSwitch
@@ -41,7 +40,7 @@ class _SameMachineKeys(KeyRing):
     origins cannot use its management routes (api/security.py)."""
 
     def __init__(self) -> None:
-        super().__init__(Path("/nonexistent"))
+        super().__init__(keys_file())  # never read: no key is asked for
 
     @property
     def enabled(self) -> bool:
