@@ -9,7 +9,7 @@ mode, not that the model reads the text correctly.
 import pytest
 
 from tests.clients.scripts.people import Person
-from tests.clients.venvs import run_script
+from tests.clients.venvs import part, run_script
 
 
 @pytest.fixture(scope="module")
@@ -17,19 +17,15 @@ def seen(server) -> dict:
     return run_script("instructor", "instructor_session.py", server.base_url)
 
 
-def _mode(seen: dict, mode: str) -> dict:
-    assert "error" not in seen[mode], seen[mode]["error"]
-    return seen[mode]
-
 
 @pytest.mark.parametrize("mode", ["tools", "json_schema", "tools_strict"])
 def test_instructor_extracts_a_nested_model(seen, mode):
-    person = Person.model_validate(_mode(seen, mode)["person"])
+    person = Person.model_validate(part(seen, mode)["person"])
     assert person.name
 
 
 def test_instructor_streams_partial_objects(seen):
-    partials = _mode(seen, "partial")["partials"]
+    partials = part(seen, "partial")["partials"]
     Person.model_validate(partials[-1])
     # Tool-call arguments must arrive as they are generated: some partial object holds the
     # name before the address is filled in.

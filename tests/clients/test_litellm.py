@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lmserve.convert import convert_bert_folder
-from tests.clients.venvs import run_script
+from tests.clients.venvs import part, run_script
 from tests.server_process import ServerProcess
 
 SMOL = "huggingfacetb/smollm2-135m-instruct"
@@ -34,33 +34,29 @@ def seen(tmp_path_factory) -> dict:
         server.stop()
 
 
-def _part(seen: dict, name: str) -> dict:
-    assert "error" not in seen[name], seen[name]["error"]
-    return seen[name]
-
 
 def test_completion(seen):
-    reply = _part(seen, "completion")
+    reply = part(seen, "completion")
     assert reply["text"] and reply["finish_reason"] == "length"
     assert reply["completion_tokens"] == 12
 
 
 def test_streaming_matches_the_whole_reply(seen):
-    pieces = _part(seen, "streaming")["pieces"]
+    pieces = part(seen, "streaming")["pieces"]
     assert sum(1 for p in pieces if p) > 1
-    assert "".join(pieces) == _part(seen, "completion")["text"]  # greedy: the same text
+    assert "".join(pieces) == part(seen, "completion")["text"]  # greedy: the same text
 
 
 def test_embedding_from_minilm(seen):
-    reply = _part(seen, "embedding")
+    reply = part(seen, "embedding")
     assert reply["dimensions"] == [384, 384, 384]  # MiniLM's width, not the chat model's
     assert reply["similarity"]["paraphrase"] > reply["similarity"]["unrelated"]
     assert reply["prompt_tokens"] > 0
 
 
-@pytest.mark.parametrize("part", ["tools", "tools_streaming"])
-def test_forced_tool_call(seen, part):
-    call = _part(seen, part)
+@pytest.mark.parametrize("name", ["tools", "tools_streaming"])
+def test_forced_tool_call(seen, name):
+    call = part(seen, name)
     assert call["name"] == "get_weather" and call["finish_reason"] == "tool_calls"
     arguments = json.loads(call["arguments"])
     assert set(arguments["place"]) == {"city", "country"}
@@ -68,4 +64,4 @@ def test_forced_tool_call(seen, part):
 
 
 def test_streamed_tool_call_arguments_arrive_in_pieces(seen):
-    assert _part(seen, "tools_streaming")["argument_fragments"] > 1
+    assert part(seen, "tools_streaming")["argument_fragments"] > 1

@@ -1,11 +1,11 @@
-"""Virtualenvs for third-party clients whose pins conflict with the project's own
-dependencies (instructor needs an older jiter than the openai SDK here, lm-eval
-installs without its declared dependencies): one per client in `.venv-clients/<name>`
-beside the repo's `.venv`, built from `requirements/<name>.txt` and rebuilt only when
-those pins change.
+"""Virtualenvs for third-party clients that cannot share the project's `.venv`
+(instructor needs an older jiter than the openai SDK here, lm-eval installs without its
+declared dependencies, litellm is heavy): one per client in `.venv-clients/<name>`
+beside `.venv`, built from `requirements/<name>.txt` and rebuilt only when those pins
+change. The client code runs there as scripts (`scripts/`) that print JSON.
 
 `python -m tests.clients.venvs` builds them all (as `make install-test` does); the
-tests call `client_python(name)`, which builds a missing one on first use.
+tests call `run_script`, which builds a missing one on first use.
 """
 
 from __future__ import annotations
@@ -78,6 +78,12 @@ def run_script(client: str, script: str, *args: str, timeout: float = 600) -> di
                          timeout=timeout)
     assert run.returncode == 0, f"{script} {' '.join(args)} failed:\n{run.stderr[-4000:]}"
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def part(seen: dict[str, dict], name: str) -> dict:
+    """What one part of a script's session saw (scripts/parts.py); fails with its error."""
+    assert "error" not in seen[name], seen[name]["error"]
+    return seen[name]
 
 
 def all_clients() -> list[str]:

@@ -7,10 +7,10 @@ Retries are off so that a reply that fails validation fails its mode; temperatur
 
 import json
 import sys
-import traceback
 
 import instructor
 from openai import OpenAI
+from parts import run_parts
 from people import PROMPT, Person
 
 MODES = {
@@ -38,13 +38,9 @@ def extract(base_url: str, mode: str) -> dict:
 
 
 def main() -> None:
-    seen = {}
-    for mode in MODES:
-        try:
-            seen[mode] = extract(sys.argv[1], mode)
-        except Exception:  # each mode reports its own failure; the test names it
-            seen[mode] = {"error": traceback.format_exc(limit=3)}
-    print(json.dumps(seen))
+    base_url = sys.argv[1]
+    print(json.dumps(run_parts({mode: lambda mode=mode: extract(base_url, mode)
+                                for mode in MODES})))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ forced: the small test model does not pick a tool by itself.
 
 import json
 import sys
-import traceback
 
 import litellm
+from parts import run_parts
 
 WEATHER_TOOL = {
     "type": "function",
@@ -41,7 +41,7 @@ def _cosine(a: list[float], b: list[float]) -> float:
     return dot / (sum(x * x for x in a) * sum(y * y for y in b)) ** 0.5
 
 
-def run_parts(base_url: str, chat_model: str, embedding_model: str) -> dict:
+def session(base_url: str, chat_model: str, embedding_model: str) -> dict:
     common = {"api_base": base_url, "api_key": "not-needed", "num_retries": 0}
     chat = {**common, "model": f"openai/{chat_model}", "temperature": 0, "max_tokens": 12}
     messages = [{"role": "user", "content": "Name three colours."}]
@@ -68,9 +68,9 @@ def run_parts(base_url: str, chat_model: str, embedding_model: str) -> dict:
                 "prompt_tokens": reply.usage.prompt_tokens}
 
     def tools(stream: bool) -> dict:
+        question = [{"role": "user", "content": "What is the weather in Paris, France?"}]
         reply = litellm.completion(
-            messages=[{"role": "user", "content": "What is the weather in Paris, France?"}],
-            tools=[WEATHER_TOOL], stream=stream,
+            messages=question, tools=[WEATHER_TOOL], stream=stream,
             tool_choice={"type": "function", "function": {"name": "get_weather"}},
             **{**chat, "max_tokens": 120})
         fragments = 0
@@ -78,22 +78,16 @@ def run_parts(base_url: str, chat_model: str, embedding_model: str) -> dict:
             chunks = list(reply)
             fragments = sum(1 for c in chunks for call in c.choices[0].delta.tool_calls or []
                             if call.function.arguments)
-            reply = litellm.stream_chunk_builder(chunks, messages=messages)
+            reply = litellm.stream_chunk_builder(chunks, messages=question)
         call = reply.choices[0].message.tool_calls[0]
         return {"name": call.function.name, "arguments": call.function.arguments,
                 "finish_reason": reply.choices[0].finish_reason,
                 "argument_fragments": fragments}
 
-    parts = {"completion": completion, "streaming": streaming, "embedding": embedding,
-             "tools": lambda: tools(False), "tools_streaming": lambda: tools(True)}
-    seen = {}
-    for name, part in parts.items():
-        try:
-            seen[name] = part()
-        except Exception:  # each part reports its own failure; the test names it
-            seen[name] = {"error": traceback.format_exc(limit=3)}
-    return seen
+    return run_parts({"completion": completion, "streaming": streaming,
+                      "embedding": embedding, "tools": lambda: tools(False),
+                      "tools_streaming": lambda: tools(True)})
 
 
 if __name__ == "__main__":
-    print(json.dumps(run_parts(*sys.argv[1:4])))
+    print(json.dumps(session(*sys.argv[1:4])))
