@@ -212,6 +212,10 @@ def test_chat_streams_stops_and_keeps_conversations(tmp_path, browser):  # noqa:
         page.get_by_role("button", name="Counting").click()
         page.wait_for_function(f"{ASSISTANT} !== null")
         assert "1" in page.text_content("#messages article[data-role=user]")
+        # Edit: the message goes back to the composer; the conversation continues before it
+        page.get_by_role("button", name="Edit this message and continue from it").click()
+        assert page.get_by_role("textbox", name="Message").input_value().startswith("Count")
+        assert page.locator("#messages article").count() == 0
         page.get_by_role("button", name="hostile").click()
         page.wait_for_function(f"{ASSISTANT}.textContent.includes('pwned')")
         content = page.text_content("#messages article[data-role=assistant] .content")

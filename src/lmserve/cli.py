@@ -182,7 +182,8 @@ def _switch_app_server_or_continue(action: str) -> None:
         raise CommandError(r.json().get("error", {}).get("message", r.text))
     info = r.json()
     if info["serving"]:
-        typer.echo(f"lmserve is serving at {info['base_url']} (app: {state['app_url']}).")
+        typer.echo(f"lmserve is serving at {info['base_url']} (app: {state['app_url']}; "
+                   "it starts with the settings in the config file, not with flags).")
     else:
         typer.echo(f"Stopped the API server; the app at {state['app_url']} keeps the "
                    "models loaded.")

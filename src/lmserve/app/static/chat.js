@@ -59,7 +59,9 @@ $("chat-model").addEventListener("change", async (e) => {
   showError("");
   e.target.disabled = true;
   try {
-    const loaded = await call("POST", "/api/v1/models/load", { model: option.value });
+    const context = Number($("chat-context").value);
+    const loaded = await call("POST", "/api/v1/models/load",
+      { model: option.value, ...(context ? { context_length: context } : {}) });
     await refreshModels();
     e.target.value = loaded.instance_id;
   } catch (err) {
@@ -159,6 +161,14 @@ function messageView(message) {
   content.className = "content";
   content.innerHTML = renderMarkdown(message.content);
   view.append(content);
+  if (message.role === "user") {
+    const edit = document.createElement("button");
+    edit.type = "button";
+    edit.textContent = "Edit";
+    edit.setAttribute("aria-label", "Edit this message and continue from it");
+    edit.addEventListener("click", () => editFrom(message));
+    view.append(edit);
+  }
   if (message.stats) {
     const s = message.stats;
     const stats = document.createElement("div");
@@ -172,6 +182,15 @@ function messageView(message) {
     view.append(stats);
   }
   return view;
+}
+
+function editFrom(message) {
+  if (running) return;
+  // the message and everything after it go; the composer holds its text to send again
+  conversation.messages.splice(conversation.messages.indexOf(message));
+  showConversation();
+  $("prompt").value = message.content;
+  $("prompt").focus();
 }
 
 function setRunning(controller) {
