@@ -269,3 +269,17 @@ def test_my_models_unloads_and_loads_from_the_page(app, browser):  # noqa: F811
     origin = app.url.rstrip("/")
     assert all(url.startswith(origin + "/") for url in requests), requests
     page.close()
+
+
+def test_server_stop_and_start_commands_flip_the_apps_listener(app):
+    api = f"http://127.0.0.1:{app.state['port']}"
+    stopped = app.cli("server", "stop")
+    assert stopped.returncode == 0 and "keeps the models loaded" in stopped.stdout
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{api}/v1/models", timeout=5)
+    assert app.proc.poll() is None and httpx.get(f"{app.url}health", timeout=5).status_code == 200
+    assert app.cli("server", "status").returncode == 1
+    started = app.cli("server", "start")
+    assert started.returncode == 0, started.stderr
+    assert _status(app)["running"] is True
+    assert httpx.get(f"{api}/v1/models", timeout=5).json()["data"]
