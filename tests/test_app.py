@@ -217,7 +217,7 @@ def test_chat_streams_stops_and_keeps_conversations(tmp_path, browser):  # noqa:
         assert page.get_by_role("textbox", name="Message").input_value().startswith("Count")
         assert page.locator("#messages article").count() == 0
         page.get_by_role("button", name="hostile").click()
-        page.wait_for_function(f"{ASSISTANT}.textContent.includes('pwned')")
+        page.wait_for_function(f"{ASSISTANT} && {ASSISTANT}.textContent.includes('pwned')")
         content = page.text_content("#messages article[data-role=assistant] .content")
         assert "<script>window.pwned = 1</script>" in content  # shown as text
         assert "<b>code</b>" in content

@@ -235,6 +235,7 @@ async function generate() {
         const data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("");
         if (!data || data === "[DONE]") continue;
         const chunk = JSON.parse(data);
+        if (chunk.error) { stop = "error"; showError(chunk.error.message); continue; }
         if (chunk.usage) usage = chunk.usage;
         const choice = chunk.choices && chunk.choices[0];
         if (!choice) continue;
