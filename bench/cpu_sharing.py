@@ -229,6 +229,8 @@ def markdown(result: dict[str, Any]) -> str:
                      f"rate alone >= {TARGET_ALONE_RATIO:.2f} of `fixed`: "
                      f"{share['alone_vs_fixed']:.2f}, "
                      f"{'met' if share['alone_target_met'] else '**missed**'}.")
+    changes = ", ".join(f"{name} {n}" for name, n in result["thread_changes"].items())
+    lines.append(f"- Thread count changes in the servers' logs: {changes}.")
     if result.get("note"):
         lines += ["", result["note"]]
     lines.append(SECTION_END)
