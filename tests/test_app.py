@@ -104,6 +104,9 @@ def test_start_stop_and_port_from_the_server_tab(app, browser, tmp_path):  # noq
     assert requests and all(url.startswith(origin + "/") for url in requests), requests
     if os.environ.get("UPDATE_DOCS_SCREENSHOTS"):  # the README's picture, when asked for
         shutil.copy(tmp_path / "server-tab.png", DOCS / "app-server-tab.png")
+    # the page's status poll stays out of the log; its Start and Stop are in it
+    assert "GET /app/api/server " not in app.log()
+    assert "POST /app/api/server/start 409" in app.log()
     page.close()
 
 

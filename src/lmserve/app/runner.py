@@ -47,6 +47,16 @@ class _SameMachineKeys(KeyRing):
         return False
 
 
+class _QuietPolling(logging.Filter):
+    """Keeps the page's once-a-second status poll out of the log: it would bury the
+    lines of real requests."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = getattr(record, "fields", None) or {}
+        return not (fields.get("method") == "GET" and fields.get("path") == "/app/api/server"
+                    and fields.get("status", 500) < 400)
+
+
 def run_app(cfg: Config, *, open_browser: bool, api_key: str | None = None) -> None:
     settings = config.settings_from_config(cfg)
     configure_logging(settings.log_format)
@@ -71,6 +81,7 @@ def run_app(cfg: Config, *, open_browser: bool, api_key: str | None = None) -> N
         sock.close()
         raise
     switch = ServerSwitch(manager, app_url, api_key)
+    logging.getLogger("lmserve.requests").addFilter(_QuietPolling())
 
     async def launch() -> None:
         if cfg.app.start_server:

@@ -71,11 +71,16 @@ class ServerSwitch:
         return base_url(self.host, self.port) if self.serving else None
 
     def describe(self) -> dict[str, Any]:
+        """The status strip's whole content, so the page polls one route."""
         warning = network_warning(self.host, self.keys.enabled) if self.serving else None
+        loaded = [(model.id, model.engine.status()) for model in self.manager.loaded()]
         return {"serving": self.serving, "host": self.host or None,
                 "port": self.port or None, "base_url": self.url,
                 "started_at": self.started_at, "error": self.last_error,
-                "app_url": self.app_url, "warning": warning}
+                "app_url": self.app_url, "warning": warning,
+                "models": [model_id for model_id, _ in loaded],
+                "in_flight": sum(status.busy for _, status in loaded),
+                "queued": sum(status.queued for _, status in loaded)}
 
     async def start(self) -> None:
         """Open the API port with the settings in the config file (ListenError if it

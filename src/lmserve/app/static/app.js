@@ -48,10 +48,9 @@ function renderServer() {
 async function refresh() {
   try {
     server = await call("GET", "/app/api/server");
-    const status = await call("GET", "/api/v1/status");
-    models = status.models.map((m) => m.id);
-    $("in-flight").textContent = status.models.reduce((n, m) => n + m.busy_slots, 0);
-    $("queued").textContent = status.models.reduce((n, m) => n + m.queued, 0);
+    models = server.models;
+    $("in-flight").textContent = server.in_flight;
+    $("queued").textContent = server.queued;
     const picker = $("snippet-model");
     if ([...picker.options].map((o) => o.value).join() !== models.join()) {
       const chosen = picker.value;
