@@ -28,6 +28,8 @@ class AppProcess:
                                      env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         self.state = self._wait_ready()
         self.url = self.state["app_url"]
+        # what `lmserve app` opens: the address with the app's session token
+        self.page_url = f"{self.url}#token={self.state['app_token']}"
 
     def _wait_ready(self, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from lmserve import config
+from lmserve.api_keys import create_key
 from tests.app_process import AppProcess, free_port
 from tests.test_browser import CHROMIUM, browser  # noqa: F401  (the shared Chromium)
 
@@ -38,7 +39,7 @@ def _open(browser, app: AppProcess):  # noqa: F811
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
-    page.goto(app.url)
+    page.goto(app.page_url)
     return page, requests
 
 
@@ -286,3 +287,44 @@ def test_server_stop_and_start_commands_flip_the_apps_listener(app):
     assert started.returncode == 0, started.stderr
     assert _status(app)["running"] is True
     assert httpx.get(f"{api}/v1/models", timeout=5).json()["data"]
+
+
+def test_with_keys_on_the_app_port_asks_for_a_credential(tmp_path, browser):  # noqa: F811
+    (tmp_path / "config.toml").write_text(
+        f"[server]\nport = {free_port()}\n\n[app]\nport = {free_port()}\n")
+    key, _ = create_key(scope="inference", path=tmp_path / "keys.json")
+    app = AppProcess(tmp_path)
+    try:
+        token = app.state["app_token"]
+        assert (tmp_path / "server.json").stat().st_mode & 0o077 == 0  # the token stays private
+        chat = {"model": app.state["models"][0], "max_tokens": 2,
+                "messages": [{"role": "user", "content": "Hi"}]}
+        bare = httpx.post(f"{app.url}v1/chat/completions", json=chat, timeout=60)
+        assert bare.status_code == 401 and bare.json()["error"]["code"] == "missing_api_key"
+        assert httpx.get(f"{app.url}app/api/server", timeout=5).status_code == 401
+        wrong = httpx.get(f"{app.url}app/api/server", timeout=5,
+                          headers={"Authorization": f"Bearer {token}x"})
+        assert wrong.status_code == 401
+        assert httpx.post(f"{app.url}v1/chat/completions", json=chat, timeout=60,
+                          headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        # the page and its assets are open; what they read is not
+        assert httpx.get(app.url, timeout=5).status_code == 200
+        assert token not in httpx.get(app.url, timeout=5).text
+
+        page, requests = _open(browser, app)
+        page.wait_for_function("document.getElementById('indicator').textContent === 'Running'")
+        assert "#token" not in page.url  # dropped from the address bar once read
+        page.get_by_role("tab", name="Chat").click()
+        page.wait_for_function("document.getElementById('chat-model').value !== ''")
+        page.get_by_role("textbox", name="Message").fill("Say hello.")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_selector("#messages .stats")
+        assert page.text_content("#chat-error") == ""
+        page.wait_for_function(  # the live log, read with the credential too
+            "document.getElementById('log').textContent.includes('/v1/chat/completions')")
+        # the CLI reaches the app with the token from the private state file
+        assert app.cli("server", "stop").returncode == 0
+        assert _status(app)["running"] is False
+        page.close()
+    finally:
+        app.stop()

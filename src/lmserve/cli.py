@@ -174,7 +174,8 @@ def _switch_app_server_or_continue(action: str) -> None:
     if not state or not state.get("app_url"):
         return
     try:
-        r = httpx.post(f"{state['app_url']}app/api/server/{action}", timeout=60)
+        r = httpx.post(f"{state['app_url']}app/api/server/{action}", timeout=60,
+                       headers={"Authorization": f"Bearer {state.get('app_token', '')}"})
     except httpx.HTTPError as exc:
         raise CommandError(f"The lmserve app at {state['app_url']} did not answer: "
                            f"{exc}") from None

@@ -81,7 +81,8 @@ def _is_lmserve(pid: int) -> bool:
 
 
 def write_state(state: dict[str, Any]) -> None:
-    config.write_atomic(config.state_file(), json.dumps(state, indent=2))
+    # private: with the app running it holds the app's session token
+    config.write_atomic(config.state_file(), json.dumps(state, indent=2), mode=0o600)
 
 
 def remove_state() -> None:

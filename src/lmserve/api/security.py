@@ -3,9 +3,9 @@
 In order, for every HTTP request except CORS preflights (answered by api/cors.py):
 
 1. A `Host` this server does not answer to (DNS rebinding) -> 403.
-2. With keys on, every route but /health needs a key (`Authorization: Bearer`, or
-   `x-api-key` on Anthropic's /v1/messages): none or a wrong one -> 401; an inference key
-   on a route that changes the machine -> 403.
+2. With keys on, every route but /health and the app's page and assets needs a key
+   (`Authorization: Bearer`, or `x-api-key` on Anthropic's /v1/messages): none or a wrong
+   one -> 401; an inference key on a route that changes the machine -> 403.
 3. A route that changes the machine, called by a web page from a foreign origin -> 403.
    Such a page may still use the inference routes, but not to load a model just in time.
 """
@@ -28,7 +28,8 @@ from lmserve.models.manager import load_refusal
 _ADMIN_PREFIXES = ("/api/v1/models/load", "/api/v1/models/unload", "/api/v1/models/download",
                    "/api/v1/models/default", "/api/v1/config", "/api/v1/keys", "/api/v1/logs",
                    "/app/api")
-_OPEN_PATHS = frozenset({"/health"})
+_OPEN_PATHS = frozenset({"/health", "/"})  # "/" is the app's page (only the app serves it)
+_OPEN_PREFIXES = ("/app/static/",)  # the page's assets: code, no data
 _ANTHROPIC_PREFIX = "/v1/messages"
 
 
@@ -103,7 +104,8 @@ class AccessControl:
                            "forbidden_host")
         admin = is_admin_route(method, path)
         route = normalized_path(path)
-        if route not in _OPEN_PATHS and self.keys.enabled:
+        open_route = route in _OPEN_PATHS or route.startswith(_OPEN_PREFIXES)
+        if not open_route and self.keys.enabled:
             presented = _presented_key(headers, route.startswith(_ANTHROPIC_PREFIX))
             if presented is None:
                 return refusal(path, 401, "This server needs an API key: send it as "

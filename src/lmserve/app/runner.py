@@ -7,7 +7,9 @@ the network bind; the OpenAI-compatible listener is the ServerSwitch beside it.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import secrets
 import socket
 import webbrowser
 
@@ -16,7 +18,7 @@ import uvicorn
 from lmserve import config
 from lmserve.api import create_app
 from lmserve.api.host_names import HostPolicy, OriginPolicy
-from lmserve.api_keys import KeyRing, keys_file
+from lmserve.api_keys import KeyRing, Scope, digest, keys_file
 from lmserve.app import chat_routes, routes
 from lmserve.app.conversations import ConversationStore, database_file
 from lmserve.app.switch import ServerSwitch
@@ -35,16 +37,23 @@ log = logging.getLogger("lmserve")
 APP_HOST = "127.0.0.1"
 
 
-class _SameMachineKeys(KeyRing):
-    """The app origin takes no API key: it answers loopback only, and pages of other
-    origins cannot use its management routes (api/security.py)."""
+class _AppKeys(KeyRing):
+    """The app origin asks for a key when the API does: a stored key, the ad-hoc one, or
+    the app's session token, which only this process and the owner of $LMSERVE_HOME know
+    (it reaches the page in the URL `lmserve app` opens, after the #)."""
 
-    def __init__(self) -> None:
-        super().__init__(keys_file())  # never read: no key is asked for
+    def __init__(self, session_token: str, adhoc_key: str | None) -> None:
+        super().__init__(keys_file(), adhoc_key)
+        self._session = digest(session_token)
 
-    @property
-    def enabled(self) -> bool:
-        return False
+    def scope_of(self, presented: str) -> Scope | None:
+        stored = super().scope_of(presented)
+        return "admin" if hmac.compare_digest(digest(presented), self._session) else stored
+
+
+def page_url(app_url: str, session_token: str) -> str:
+    """The app's address with its credential; the fragment never reaches a server log."""
+    return f"{app_url}#token={session_token}"
 
 
 class _QuietPolling(logging.Filter):
@@ -66,9 +75,10 @@ def run_app(cfg: Config, *, open_browser: bool, api_key: str | None = None) -> N
             raise SystemExit(
                 f"A server without the app is running at {running['base_url']} "
                 f"(pid {running['pid']}); stop it with `lmserve server stop` to run the app.")
-        print(f"The lmserve app is already running at {running['app_url']}")
+        url = page_url(running["app_url"], running.get("app_token", ""))
+        print(f"The lmserve app is already running at {url}")
         if open_browser:
-            webbrowser.open(running["app_url"])
+            webbrowser.open(url)
         return
     try:
         sock = bind(APP_HOST, cfg.app.port)
@@ -80,7 +90,8 @@ def run_app(cfg: Config, *, open_browser: bool, api_key: str | None = None) -> N
     except SystemExit:
         sock.close()
         raise
-    switch = ServerSwitch(manager, app_url, api_key)
+    session_token = secrets.token_urlsafe(32)
+    switch = ServerSwitch(manager, app_url, api_key, session_token)
     logging.getLogger("lmserve.requests").addFilter(_QuietPolling())
 
     async def launch() -> None:
@@ -92,13 +103,13 @@ def run_app(cfg: Config, *, open_browser: bool, api_key: str | None = None) -> N
         switch.write_state()
         log.info("The lmserve app is ready: %s", app_url)
         if open_browser:
-            await asyncio.to_thread(webbrowser.open, app_url)
+            await asyncio.to_thread(webbrowser.open, page_url(app_url, session_token))
 
     def ready() -> None:
         page_app.state.launch = asyncio.get_running_loop().create_task(launch())
 
     page_app = create_app(manager, cors=False, on_ready=ready,
-                          hosts=HostPolicy(APP_HOST), keys=_SameMachineKeys(),
+                          hosts=HostPolicy(APP_HOST), keys=_AppKeys(session_token, api_key),
                           origins=OriginPolicy(cfg.security.origins()),
                           limits=request_limits(cfg.limits))
     page_app.state.switch = switch

@@ -48,9 +48,11 @@ class ServerSwitch:
     """Starts and stops the API listener over one ModelManager, and keeps the state file
     (read by `lmserve server status`) saying whether it is up."""
 
-    def __init__(self, manager: ModelManager, app_url: str, api_key: str | None) -> None:
+    def __init__(self, manager: ModelManager, app_url: str, api_key: str | None,
+                 app_token: str) -> None:
         self.manager = manager
         self.app_url = app_url
+        self.app_token = app_token
         self.api_key = api_key
         self.keys = KeyRing(keys_file(), api_key)
         self.host = ""
@@ -140,6 +142,7 @@ class ServerSwitch:
             "base_url": self.url or "",
             "serving": self.serving,
             "app_url": self.app_url,
+            "app_token": self.app_token,  # the state file is private (server.write_state)
             "models": [m.id for m in self.manager.loaded()],
             "started_at": int(self.started_at or time.time()),
             "adhoc_key": bool(self.api_key),

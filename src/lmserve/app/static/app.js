@@ -1,4 +1,5 @@
 // The Server tab: a plain ES module over the app origin's own routes (no build step).
+import { withCredential } from "./session.js";
 import { snippets } from "./snippets.js";
 
 const $ = (id) => document.getElementById(id);
@@ -10,7 +11,7 @@ let snippetKind = "curl";
 async function call(method, path, body) {
   const r = await fetch(path, {
     method,
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    headers: withCredential(body === undefined ? {} : { "Content-Type": "application/json" }),
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const data = await r.json();
@@ -163,14 +164,32 @@ $("pause-log").addEventListener("click", (e) => {
 });
 $("log-filter").addEventListener("input", renderLog);
 
-const feed = new EventSource("/api/v1/logs/stream");
-feed.onmessage = (event) => {
-  const entry = JSON.parse(event.data);
+function showLogEntry(entry) {
   const time = new Date(entry.time * 1000).toLocaleTimeString();
   logLines.push(`${time} ${entry.level.toUpperCase()} ${entry.message}`);
   if (logLines.length > 2000) logLines.shift();
   if (!paused) renderLog();
-};
+}
+
+// fetch rather than EventSource: EventSource cannot send the app's credential
+async function followLog() {
+  const r = await fetch("/api/v1/logs/stream", { headers: withCredential() });
+  if (!r.ok) throw new Error((await r.json()).error.message);
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    const events = buffer.split("\n\n");
+    buffer = events.pop();
+    for (const event of events) {
+      const data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("");
+      if (data) showLogEntry(JSON.parse(data));
+    }
+  }
+}
+followLog().catch((err) => showLogEntry({ time: Date.now() / 1000, level: "error", message: `log feed: ${err.message}` }));
 
 fillSettings((await call("GET", "/app/api/settings")).settings);
 await refresh();

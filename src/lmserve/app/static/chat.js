@@ -1,5 +1,6 @@
 // The Chat tab: streams replies from the app origin's /v1/chat/completions (so it works
 // with the API listener stopped) and saves conversations through /app/api/conversations.
+import { withCredential } from "./session.js";
 import { escapeHtml, renderMarkdown } from "./markdown.js";
 
 const $ = (id) => document.getElementById(id);
@@ -22,7 +23,7 @@ for (const tab of document.querySelectorAll('[role="tab"].tab')) {
 async function call(method, path, body) {
   const r = await fetch(path, {
     method,
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    headers: withCredential(body === undefined ? {} : { "Content-Type": "application/json" }),
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const data = await r.json();
@@ -214,7 +215,7 @@ async function generate() {
   try {
     const r = await fetch("/v1/chat/completions", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: withCredential({ "Content-Type": "application/json" }),
       signal: controller.signal,
       body: JSON.stringify({
         model: s.model, stream: true, stream_options: { include_usage: true },

@@ -1,12 +1,13 @@
 // The My Models tab: the library with its loaded instances; Load (with a context length),
 // Unload and Delete through the native /api/v1/models routes.
+import { withCredential } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
 
 async function call(method, path, body) {
   const r = await fetch(path, {
     method,
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    headers: withCredential(body === undefined ? {} : { "Content-Type": "application/json" }),
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const data = await r.json();
