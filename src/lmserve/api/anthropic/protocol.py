@@ -47,11 +47,17 @@ class ToolResultBlock(_Open):
 class ThinkingBlock(_Open):
     """Earlier reasoning sent back by the client; it is not rendered into the prompt."""
 
-    type: Literal["thinking", "redacted_thinking"]
+    type: Literal["thinking"]
 
 
-ContentBlock = Annotated[TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock,
-                         Field(discriminator="type")]
+class RedactedThinkingBlock(_Open):
+    """The same, encrypted; a model of its own so each block type names one model."""
+
+    type: Literal["redacted_thinking"]
+
+
+ContentBlock = Annotated[TextBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock
+                         | RedactedThinkingBlock, Field(discriminator="type")]
 
 
 class Message(_Open):
