@@ -99,6 +99,8 @@ def test_start_stop_and_port_from_the_server_tab(app, browser, tmp_path):  # noq
     # the snippet carries the live URL and model
     assert f"http://localhost:{new_port}/v1" in page.text_content("#snippet")
     assert model in page.text_content("#snippet")
+    # the API port's request is in the app's requests table too
+    page.wait_for_selector("#requests tbody tr[data-state=done]")
 
     page.screenshot(path=str(tmp_path / "server-tab.png"), full_page=True)
     origin = app.url.rstrip("/")
@@ -180,6 +182,8 @@ def test_chat_streams_stops_and_keeps_conversations(tmp_path, browser):  # noqa:
         page.get_by_role("button", name="Send").click()
         page.wait_for_function(f"{ASSISTANT} && {ASSISTANT}.textContent.length > 20")
         assert _busy_slots(app) == 1
+        live = httpx.get(f"{app.url}app/api/requests", timeout=5).json()["data"][0]
+        assert live["path"] == "/v1/chat/completions" and live["state"] == "generating"
         page.get_by_role("button", name="Stop").click()
         page.wait_for_function("document.querySelector('#messages .stats') !== null")
         stats = page.text_content("#messages .stats")
@@ -188,6 +192,10 @@ def test_chat_streams_stops_and_keeps_conversations(tmp_path, browser):  # noqa:
         while _busy_slots(app) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _busy_slots(app) == 0
+        rows = httpx.get(f"{app.url}app/api/requests", timeout=5).json()["data"]
+        chat = next(r for r in rows if r["path"] == "/v1/chat/completions")
+        assert chat["state"] == "cancelled" and chat["output_tokens"] > 5
+        assert chat["prompt_tokens"] > 5 and chat["ttft_s"] > 0
         page.wait_for_selector("#conversation-list button")
         assert page.text_content("#conversation-list").startswith("Count from 1")
         page.get_by_label("Title").fill("Counting")
@@ -289,7 +297,8 @@ def test_server_stop_and_start_commands_flip_the_apps_listener(app):
     assert httpx.get(f"{api}/v1/models", timeout=5).json()["data"]
 
 
-def test_with_keys_on_the_app_port_asks_for_a_credential(tmp_path, browser):  # noqa: F811
+def test_with_keys_on_the_app_port_asks_for_a_credential_the_page_has(tmp_path,
+                                                                     browser):  # noqa: F811
     (tmp_path / "config.toml").write_text(
         f"[server]\nport = {free_port()}\n\n[app]\nport = {free_port()}\n")
     key, _ = create_key(scope="inference", path=tmp_path / "keys.json")
@@ -322,6 +331,18 @@ def test_with_keys_on_the_app_port_asks_for_a_credential(tmp_path, browser):  # 
         assert page.text_content("#chat-error") == ""
         page.wait_for_function(  # the live log, read with the credential too
             "document.getElementById('log').textContent.includes('/v1/chat/completions')")
+        # the Server tab's requests table lists the Chat request with its numbers
+        page.get_by_role("tab", name="Server").click()
+        page.wait_for_selector("#requests tbody tr[data-state=done]")
+        cells = page.locator("#requests tbody tr[data-state=done]").first.locator("td")
+        texts = cells.all_text_contents()
+        assert texts[1] == "POST /v1/chat/completions" and texts[2] == chat["model"]
+        assert int(texts[4]) > 0 and 0 < int(texts[5]) <= 2000
+        assert texts[6].endswith(" s") and float(texts[7]) > 0
+        rows = httpx.get(f"{app.url}app/api/requests", timeout=5,
+                         headers={"Authorization": f"Bearer {token}"}).json()["data"]
+        assert [r["path"] for r in rows] == ["/v1/chat/completions"] * 2  # polls left out
+        assert rows[0]["ttft_s"] > 0 and rows[0]["state"] == "done"
         # the CLI reaches the app with the token from the private state file
         assert app.cli("server", "stop").returncode == 0
         assert _status(app)["running"] is False

@@ -6,8 +6,10 @@ and log lines written while serving it carry its id."""
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -20,6 +22,17 @@ class RequestRecord:
     cached_tokens: int = 0
     counted_tokens: bool = False  # whether any usage was added (0 tokens is a count)
     error_code: str | None = None
+    # what the app's requests table shows while and after it runs (request_board.py)
+    method: str = ""
+    path: str = ""
+    status: int | None = None
+    started_at: float = field(default_factory=time.time)
+    engine_state: Callable[[], str] | None = None  # asks the engine where its request is
+    prompt_size: int = 0  # the prompt's tokens, known at submission (usage comes at the end)
+    output_pieces: int = 0  # pieces streamed so far, one token each
+    ttft_s: float | None = None
+    tokens_per_s: float | None = None
+    finish_reason: str | None = None
 
     def add_usage(self, prompt: int, completion: int = 0, cached: int = 0) -> None:
         self.prompt_tokens += prompt

@@ -70,5 +70,5 @@ def create_app(
     if cors:
         app.add_middleware(OpenCORS)
     # outermost, so that requests refused by any other layer are logged and counted too
-    app.add_middleware(RequestLog, metrics=manager.metrics)
+    app.add_middleware(RequestLog, metrics=manager.metrics, board=manager.requests)
     return app

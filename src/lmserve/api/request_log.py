@@ -18,6 +18,7 @@ from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lmserve.metrics import Metrics
+from lmserve.request_board import RequestBoard
 from lmserve.request_context import RequestRecord, current_record, current_request
 
 log = logging.getLogger("lmserve.requests")
@@ -42,16 +43,18 @@ def note_route(request: Request) -> None:
 
 
 class RequestLog:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, board: RequestBoard) -> None:
         self.app = app
         self.metrics = metrics
+        self.board = board
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        record = RequestRecord(_request_id(scope))
+        record = RequestRecord(_request_id(scope), method=scope["method"], path=scope["path"])
         token = current_request.set(record)
+        self.board.begin(record)
         status = 500  # what the client gets if the app fails before answering
         started = time.perf_counter()
 
@@ -67,6 +70,8 @@ class RequestLog:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
+            record.status = status
+            self.board.end(record)
             # requests that matched no route share one label, whatever their path
             self.metrics.observe_request(record.route or "unmatched", scope["method"],
                                          status, seconds)

@@ -52,6 +52,12 @@ async def server_state(request: Request) -> dict[str, Any]:
     return _switch(request).describe()
 
 
+@router.get("/app/api/requests")
+async def requests_table(request: Request) -> dict[str, Any]:
+    """The Server tab's requests table: in flight, then the last 100 finished."""
+    return {"object": "list", "data": _switch(request).manager.requests.rows()}
+
+
 @router.post("/app/api/server/start")
 async def server_start(request: Request) -> dict[str, Any]:
     switch = _switch(request)

@@ -56,13 +56,16 @@ def page_url(app_url: str, session_token: str) -> str:
     return f"{app_url}#token={session_token}"
 
 
+_POLLED = frozenset({"/app/api/server", "/app/api/requests"})
+
+
 class _QuietPolling(logging.Filter):
-    """Keeps the page's once-a-second status poll out of the log: it would bury the
+    """Keeps the page's once-a-second polls out of the log: they would bury the
     lines of real requests."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         fields = getattr(record, "fields", None) or {}
-        return not (fields.get("method") == "GET" and fields.get("path") == "/app/api/server"
+        return not (fields.get("method") == "GET" and fields.get("path") in _POLLED
                     and fields.get("status", 500) < 400)
 
 

@@ -190,6 +190,16 @@ class Engine:
         ]
         return EngineStatus(slots=slots, queued=len(self._waiting), n_ctx_slot=self.n_ctx_slot)
 
+    def request_state(self, request_id: int) -> str:
+        """Where a submitted request is: "queued" for a slot, "prefilling" (reading its
+        prompt), "generating", or "finished". Read without the lock, as status() is."""
+        for slot in list(self.slots):
+            req = slot.req
+            if req is not None and req.id == request_id:
+                return "prefilling" if slot.state is SlotState.PREFILL else "generating"
+        waiting = list(self._waiting)  # one C-level copy: safe against the engine thread
+        return "queued" if any(req.id == request_id for req in waiting) else "finished"
+
     @property
     def shares_cpu(self) -> bool:
         """Whether the thread count follows the load of other processes."""

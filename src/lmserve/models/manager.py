@@ -32,6 +32,7 @@ from lmserve.models.file_check import ModelFileChecks
 from lmserve.models.memory import available_memory, estimate_file_memory, megabytes
 from lmserve.models.model import LoadConfig, Model
 from lmserve.models.paths import check_model_name
+from lmserve.request_board import RequestBoard
 from lmserve.request_context import note_model
 
 log = logging.getLogger("lmserve.models")
@@ -117,6 +118,7 @@ class ModelManager:
         self._loading: dict[str, asyncio.Future] = {}
         self._closing: set[asyncio.Task] = set()
         self.metrics = Metrics()
+        self.requests = RequestBoard()  # what this process serves, for the app
         self.metrics.track_models(self._model_loads)
 
     # -- what is loaded -------------------------------------------------------------------

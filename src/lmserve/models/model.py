@@ -38,6 +38,12 @@ class GenerationStream:
         self._engine = model.engine
         self._queue = queue
         self.request = req
+        self._record = current_record()
+        self._done = False
+        if self._record is not None:
+            engine = self._engine
+            self._record.engine_state = lambda: engine.request_state(req.id)
+            self._record.prompt_size += len(req.prompt)
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         last_piece: float | None = None
@@ -49,6 +55,7 @@ class GenerationStream:
                     raise event.error
                 if isinstance(event, Delta) and event.text:
                     now = time.perf_counter()
+                    self._note_piece(now)
                     if last_piece is not None and self._model.metrics:
                         self._model.metrics.inter_token_latency.labels(
                             self._model.id).observe(now - last_piece)
@@ -63,10 +70,21 @@ class GenerationStream:
         finally:
             self.cancel()
 
+    def _note_piece(self, now: float) -> None:
+        if (record := self._record) is not None:
+            record.output_pieces += 1
+            if record.ttft_s is None:
+                record.ttft_s = now - self.request.submitted_at
+
     def _finished(self, done: Done, output: str) -> None:
-        record = current_record()
+        self._done = True
+        record = self._record
         if record is not None:
             record.add_usage(done.prompt_tokens, done.completion_tokens, done.cached_tokens)
+            if done.completion_tokens:
+                record.ttft_s = done.timings.ttft_s
+            record.tokens_per_s = done.tokens_per_s
+            record.finish_reason = done.finish_reason
         if self._model.metrics:
             self._model.metrics.observe_finished(
                 self._model.id, done.prompt_tokens, done.completion_tokens,
@@ -76,6 +94,8 @@ class GenerationStream:
                      output)
 
     def cancel(self) -> None:
+        if not self._done and self._record is not None:  # closed before the end
+            self._record.finish_reason = "cancelled"
         if not self.request.cancelled:
             self.request.cancel()
             self._engine.wake()

@@ -46,8 +46,27 @@ function renderServer() {
   renderSnippet();
 }
 
+function requestRow(r) {
+  const tr = document.createElement("tr");
+  tr.dataset.state = r.state;
+  const cells = [
+    new Date(r.started_at * 1000).toLocaleTimeString(), `${r.method} ${r.path}`, r.model,
+    r.state, r.prompt_tokens, r.output_tokens,
+    r.ttft_s === null ? "–" : `${r.ttft_s.toFixed(2)} s`,
+    r.tokens_per_s === null ? "–" : r.tokens_per_s.toFixed(1),
+  ];
+  for (const text of cells) {
+    const td = document.createElement("td");
+    td.textContent = String(text); // model names and paths are data, never markup
+    tr.append(td);
+  }
+  return tr;
+}
+
 async function refresh() {
   try {
+    const table = await call("GET", "/app/api/requests");
+    $("requests").tBodies[0].replaceChildren(...table.data.map(requestRow));
     server = await call("GET", "/app/api/server");
     models = server.models;
     $("in-flight").textContent = server.in_flight;
