@@ -268,15 +268,48 @@ def test_my_models_unloads_and_loads_from_the_page(app, browser):  # noqa: F811
                            state="detached")
     assert _instances(api) == []
 
-    page.get_by_label(f"Context length for {instance['model']}").fill("512")
-    page.get_by_role("button", name=f"Load {instance['model']}").click()
-    page.wait_for_selector("#library button[aria-label^='Unload ']")
+    key = instance["model"]
+    page.get_by_role("button", name=f"Load {key}").click()  # opens the load panel
+    panel = page.locator("#load-panel")
+    page.wait_for_function("document.getElementById('load-estimate').dataset.total")
+    first = int(page.get_attribute("#load-estimate", "data-total"))
+    panel.get_by_label("Context length").fill("512")
+    panel.get_by_label("Parallel requests").fill("2")
+    page.wait_for_function(f"Number(document.getElementById('load-estimate').dataset.total)"
+                           f" < {first}")  # a smaller KV cache, shown before the load
+    assert "512 tokens" in page.text_content("#load-estimate")
+    panel.get_by_label("Identifier").fill("small")
+    panel.get_by_role("button", name="Load with these settings").click()
+    page.wait_for_selector("#library button[aria-label='Unload small']")
     [loaded] = _instances(api)
-    assert loaded["config"]["context_length"] == 512
+    assert loaded["id"] == "small"
+    assert (loaded["config"]["context_length"], loaded["config"]["parallel"]) == (512, 2)
     client = openai.OpenAI(base_url=f"{api}/v1", api_key="x", max_retries=0)
     reply = client.chat.completions.create(model=loaded["id"], max_tokens=2,
                                            messages=[{"role": "user", "content": "Hi"}])
     assert reply.model == loaded["id"]
+
+    # saved defaults: used by a just-in-time load and by `lmserve load`
+    panel.get_by_label("Context length").fill("768")
+    panel.get_by_label("TTL, idle seconds (0 = never)").fill("0")
+    panel.get_by_role("button", name="Save as this model's defaults").click()
+    page.wait_for_function("document.getElementById('load-note').textContent"
+                           ".startsWith('Saved')")
+    saved = json.loads((app.home / "model-defaults.json").read_text())
+    assert saved == {key: {"context_length": 768, "parallel": 2, "ttl": 0.0}}
+    httpx.post(f"{api}/api/v1/models/unload", json={"all": True}, timeout=30)
+    client.chat.completions.create(model=key, max_tokens=2,
+                                   messages=[{"role": "user", "content": "Hi"}])
+    [jit] = _instances(api)
+    assert (jit["config"]["context_length"], jit["config"]["parallel"]) == (768, 2)
+    assert jit["config"]["ttl"] is None  # the saved "never" wins over the JIT TTL
+    httpx.post(f"{api}/api/v1/models/unload", json={"all": True}, timeout=30)
+    assert app.cli("load", key, "--port", str(app.state["port"])).returncode == 0
+    [cli] = _instances(api)
+    assert cli["config"]["context_length"] == 768
+    bad = httpx.put(f"{app.url}app/api/models/load-settings", timeout=5,
+                    json={"model": key, "parallel": 0})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_value"
     page.screenshot(path=str(app.home / "models-tab.png"), full_page=True)
     origin = app.url.rstrip("/")
     assert all(url.startswith(origin + "/") for url in requests), requests

@@ -148,14 +148,17 @@ def load(
 
 def _estimate(model: str, context_length: int | None, parallel: int | None) -> None:
     from lmserve.models.library import ModelLibrary
+    from lmserve.models.load_defaults import LoadDefaults
     from lmserve.models.memory import estimate_file_memory
 
     cfg = load_config_or_exit()
     entry = ModelLibrary(cfg.models.dir).find(model)
     if entry is None:
         raise typer.BadParameter(f"No model '{model}' in the library.")
-    need = estimate_file_memory(entry.path, context_length or cfg.server.context_length,
-                                parallel or cfg.server.parallel)
+    saved = LoadDefaults().get(entry.key)  # what a load naming no value would use
+    need = estimate_file_memory(
+        entry.path, context_length or saved.get("context_length", cfg.server.context_length),
+        parallel or saved.get("parallel", cfg.server.parallel))
     typer.echo(f"{entry.key}: about {_size(need['total'])} "
                f"(weights {_size(need['weights'])}, KV cache {_size(need['kv_cache'])}).")
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from lmserve.metrics import Metrics, ModelLoad
 from lmserve.models.file_check import ModelFileChecks
+from lmserve.models.load_defaults import LoadDefaults
 from lmserve.models.memory import available_memory, estimate_file_memory, megabytes
 from lmserve.models.model import LoadConfig, Model
 from lmserve.models.paths import check_model_name
@@ -103,9 +104,11 @@ class ModelManager:
         memory_budget: int = 0,
         file_checks: ModelFileChecks | None = None,
         log_prompts: bool = False,
+        model_defaults: LoadDefaults | None = None,
     ) -> None:
         self.library = library
         self.defaults = defaults or LoadConfig()
+        self.model_defaults = model_defaults or LoadDefaults()  # saved per model
         self.jit = jit
         self.jit_ttl = jit_ttl  # idle TTL of models loaded by a request
         self.max_loaded = max_loaded
@@ -176,8 +179,8 @@ class ModelManager:
             config = replace(current.config, **changed)
             identifier, outcome = current.id, "reloaded"
         else:
-            config = replace(self.defaults,
-                             **{k: v for k, v in options.items() if v is not None})
+            given = {k: v for k, v in options.items() if v is not None}
+            config = replace(self.defaults, **{**self.model_defaults.get(key), **given})
             if config.ttl is not None and config.ttl <= 0:
                 config = replace(config, ttl=None)
             identifier, outcome = identifier or key, "loaded"
@@ -283,7 +286,9 @@ class ModelManager:
         if isinstance(target, str):  # a library model, loaded just in time
             if (reason := load_refusal.get()) is not None:
                 raise LoadRefusedError(reason)
-            target, _ = await self.load(target, ttl=ttl if ttl is not None else self.jit_ttl)
+            if ttl is None and "ttl" not in self.model_defaults.get(target):
+                ttl = self.jit_ttl  # a TTL saved for the model wins over the JIT one
+            target, _ = await self.load(target, ttl=ttl)
         if stand_in:
             log.info("model '%s' matches no model: served by %s", name, target.id)
         target.touch()

@@ -1,5 +1,6 @@
-// The My Models tab: the library with its loaded instances; Load (with a context length),
-// Unload and Delete through the native /api/v1/models routes.
+// The My Models tab: the library with its loaded instances; Load (with its options, the
+// memory estimate and the model's saved defaults), Unload and Delete through the native
+// /api/v1/models routes and the app's /app/api/models/* routes.
 import { withCredential } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
@@ -59,14 +60,7 @@ function row(model) {
   }
   tr.append(loaded);
   const actions = document.createElement("td");
-  const context = document.createElement("input");
-  context.type = "number";
-  context.min = "64";
-  context.placeholder = "context";
-  context.setAttribute("aria-label", `Context length for ${model.key}`);
-  actions.append(context, button("Load", model.key, () => call("POST", "/api/v1/models/load", {
-    model: model.key, ...(context.value ? { context_length: Number(context.value) } : {}),
-  })));
+  actions.append(button("Load", model.key, () => openLoadPanel(model.key)));
   actions.append(button("Delete", model.key, async () => {
     if (confirm(`Delete the files of ${model.key}?`))
       await call("DELETE", `/api/v1/models/${encodeURIComponent(model.key)}`);
@@ -83,5 +77,73 @@ async function refresh() {
     showError(err.message);
   }
 }
+
+// -- the load panel ------------------------------------------------------------------
+let loading = null; // the model key the panel is for
+const fields = { context_length: "load-context", parallel: "load-parallel", ttl: "load-ttl" };
+const query = (params) => new URLSearchParams(
+  Object.entries(params).filter(([, v]) => v !== "")).toString();
+
+function options() {
+  const out = {};
+  for (const [name, id] of Object.entries(fields)) if ($(id).value !== "") out[name] = Number($(id).value);
+  return out;
+}
+
+async function showEstimate() {
+  const o = options();
+  try {
+    const e = await call("GET", "/app/api/models/estimate?" + query({
+      model: loading, context_length: o.context_length ?? "", parallel: o.parallel ?? "" }));
+    const free = e.available == null ? "" : `, ${size(e.available)} available now`;
+    $("load-estimate").textContent = `Needs about ${size(e.total)} (weights ${size(e.weights)}, `
+      + `KV cache ${size(e.kv_cache)} for ${e.parallel} × ${e.context_length} tokens)${free}.`;
+    $("load-estimate").dataset.total = e.total;
+  } catch (err) {
+    $("load-estimate").textContent = err.message;
+  }
+}
+
+async function openLoadPanel(key) {
+  const settings = await call("GET", "/app/api/models/load-settings?" + query({ model: key }));
+  loading = settings.model;
+  $("load-model").textContent = loading;
+  for (const [name, id] of Object.entries(fields)) $(id).value = settings.effective[name];
+  $("load-identifier").value = "";
+  $("load-identifier").placeholder = loading;
+  $("load-note").textContent = Object.keys(settings.saved).length ? "Saved defaults of this model." : "";
+  $("load-panel").hidden = false;
+  await showEstimate();
+  $("load-context").focus();
+}
+
+for (const id of Object.values(fields)) $(id).addEventListener("input", showEstimate);
+
+$("load-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  showError("");
+  const identifier = $("load-identifier").value.trim();
+  $("load-note").textContent = "Loading…";
+  try {
+    await call("POST", "/api/v1/models/load",
+      { model: loading, ...options(), ...(identifier ? { identifier } : {}) });
+    $("load-note").textContent = "Loaded.";
+  } catch (err) {
+    $("load-note").textContent = "";
+    showError(err.message);
+  }
+  await refresh();
+});
+
+$("save-load-defaults").addEventListener("click", async () => {
+  try {
+    await call("PUT", "/app/api/models/load-settings", { model: loading, ...options() });
+    $("load-note").textContent = `Saved: ${loading} loads with these settings when a load names none.`;
+  } catch (err) {
+    showError(err.message);
+  }
+});
+
+$("close-load").addEventListener("click", () => { $("load-panel").hidden = true; });
 
 $("tab-models").addEventListener("click", refresh);
