@@ -18,6 +18,9 @@ def import_(
     = None,
     repo: Annotated[str | None, typer.Option(help="Repo folder [default: from the name]")]
     = None,
+    user_repo: Annotated[str | None, typer.Option(
+        "--user-repo", help="publisher/repo: the model's key, instead of --publisher and "
+        "--repo")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would happen.")]
     = False,
     models_dir: Annotated[Path | None, typer.Option("--models-dir",
@@ -33,7 +36,7 @@ def import_(
     root = models_dir or config.load_config().models.dir
     try:
         plan = import_model(source, root=root, mode=mode, publisher=publisher, repo=repo,
-                            dry_run=dry_run)
+                            user_repo=user_repo, dry_run=dry_run)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ def import_model(
     mode: ImportMode = "copy",
     publisher: str | None = None,
     repo: str | None = None,
+    user_repo: str | None = None,
     dry_run: bool = False,
 ) -> ImportPlan:
     """Import `src` into the library at `root` and return what was done.
@@ -58,10 +60,16 @@ def import_model(
     A .gguf file goes to <root>/<publisher>/<repo>/<file name>, its repo defaulting to the
     file name without its quantization; all parts of a split model go together. A BERT
     folder is converted to <root>/<publisher>/<repo>/<folder name>-f16.gguf, its repo
-    defaulting to the folder name. An existing destination is never overwritten.
+    defaulting to the model's own name (bert_model_name). `user_repo` ("publisher/repo",
+    as LM Studio's `lms import --user-repo`) sets both folders, so the model's key.
+    An existing destination is never overwritten.
     """
     if mode not in IMPORT_MODES:
         raise ValueError(f"mode must be one of {', '.join(IMPORT_MODES)}, not {mode!r}")
+    if user_repo is not None:
+        if publisher or repo:
+            raise ValueError("Give either user_repo or publisher and repo, not both.")
+        publisher, repo = split_user_repo(user_repo)
     src = Path(src).expanduser()
     publisher = _folder_name(publisher or DEFAULT_PUBLISHER, "publisher")
     if src.is_dir():
@@ -79,7 +87,7 @@ def import_model(
         return plan
     if plan.action == "convert":
         convert_bert_folder(plan.source, plan.destination, outtype="f16",
-                            name=plan.source.resolve().name)
+                            name=bert_model_name(plan.source))
     else:
         _transfer(plan.files, plan.action)
     return ImportPlan(plan.source, plan.destination, plan.mode, plan.action, plan.files,
@@ -110,12 +118,40 @@ def _plan_conversion(src: Path, root: Path, mode: ImportMode, publisher: str,
     # What the converter would reject is found now, so a dry run reports it too.
     read_bert_config(src)
     read_pooling_type(src)
-    name = src.resolve().name
+    name = bert_model_name(src)
     destination = root / publisher / _folder_name(repo or name, "repo") / f"{name}-f16.gguf"
     notes = (f"The folder is converted to GGUF, so mode '{mode}' does not apply; "
              "the folder is left as it is.",)
     return ImportPlan(src, destination, mode, "convert", ((src, destination),), notes,
                       dry_run, done=False)
+
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?")
+
+
+def bert_model_name(src: Path) -> str:
+    """The model's own name: its model card's title (README.md's first `# ` heading, as
+    Hugging Face cards start), else the folder's name. A downloaded folder is often
+    called `model` or a snapshot hash, which says nothing."""
+    try:
+        with open(src / "README.md", encoding="utf-8") as card:
+            for line in card:
+                if line.startswith("# "):
+                    title = line[2:].strip()
+                    if _MODEL_NAME.fullmatch(title):
+                        return title.rsplit("/", 1)[-1]  # "org/name": the org is no name
+                    break
+    except (OSError, UnicodeDecodeError):
+        pass
+    return src.resolve().name
+
+
+def split_user_repo(value: str) -> tuple[str, str]:
+    """'publisher/repo' -> its two folder names (ValueError otherwise)."""
+    publisher, sep, repo = value.strip().partition("/")
+    if not sep:
+        raise ValueError(f"user_repo {value!r} must be 'publisher/repo'")
+    return _folder_name(publisher, "publisher"), _folder_name(repo, "repo")
 
 
 def _folder_name(value: str, what: str) -> str:
