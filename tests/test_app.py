@@ -362,6 +362,11 @@ def test_with_keys_on_the_app_port_asks_for_a_credential_the_page_has(tmp_path,
         page.get_by_role("button", name="Send").click()
         page.wait_for_selector("#messages .stats")
         assert page.text_content("#chat-error") == ""
+        page.wait_for_selector("#conversation-list button")  # saved after the reply
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Export JSON").click()
+        exported = json.loads(Path(download.value.path()).read_text())
+        assert exported["messages"][0]["content"] == "Say hello."
         page.wait_for_function(  # the live log, read with the credential too
             "document.getElementById('log').textContent.includes('/v1/chat/completions')")
         # the Server tab's requests table lists the Chat request with its numbers

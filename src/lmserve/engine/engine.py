@@ -193,7 +193,7 @@ class Engine:
     def request_state(self, request_id: int) -> str:
         """Where a submitted request is: "queued" for a slot, "prefilling" (reading its
         prompt), "generating", or "finished". Read without the lock, as status() is."""
-        for slot in list(self.slots):
+        for slot in self.slots:
             req = slot.req
             if req is not None and req.id == request_id:
                 return "prefilling" if slot.state is SlotState.PREFILL else "generating"

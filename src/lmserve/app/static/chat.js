@@ -105,6 +105,20 @@ function showConversation() {
   $("messages").replaceChildren(...(conversation ? conversation.messages : []).map(messageView));
 }
 
+// fetched rather than followed: a plain link cannot send the app's credential
+$("export-chat").addEventListener("click", async (event) => {
+  event.preventDefault();
+  if (!conversation || !conversation.id) return;
+  const r = await fetch(`/app/api/conversations/${conversation.id}/export`, { headers: withCredential() });
+  if (!r.ok) { showError((await r.json()).error.message); return; }
+  const named = /filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "");
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await r.blob());
+  link.download = named ? named[1] : "chat.json";
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+});
+
 function settings() {
   return {
     system: $("system-prompt").value,
