@@ -24,6 +24,11 @@ import httpx
 
 from tests.server_process import ServerProcess
 
+# RSS may grow by this much over a soak: allocator arenas and the second instance's
+# buffers are not all handed back to the system, but nothing should grow per request.
+RSS_GROWTH_BOUND_MB = 160
+
+
 # (path, body): bytes are sent as they are, None makes it a GET.
 INVALID_REQUESTS: list[tuple[str, bytes | dict | None]] = [
     ("/v1/chat/completions", b"{not json"),
@@ -281,11 +286,6 @@ async def wait_idle(origin: str, timeout_s: float = 120) -> dict[str, int]:
             if (busy == 0 and queued == 0) or time.monotonic() > deadline:
                 return {"busy_slots": busy, "queued": queued, "loaded": len(models)}
             await asyncio.sleep(0.2)
-
-
-# RSS may grow by this much over a soak: allocator arenas and the second instance's
-# buffers are not all handed back to the system, but nothing should grow per request.
-RSS_GROWTH_BOUND_MB = 160
 
 
 async def soak(clients: int, duration_s: float, seed: int, server_args: list[str]) -> dict:
