@@ -177,6 +177,7 @@ def test_chat_streams_stops_and_keeps_conversations(tmp_path, browser):  # noqa:
         page.wait_for_function("document.getElementById('chat-model').value !== ''")
         page.get_by_text("Generation settings").click()
         page.get_by_label("Max tokens").fill("2000")
+        page.get_by_label("Temperature").fill("0")  # greedy: a long count, never an early stop
         page.get_by_role("textbox", name="Message").fill(
             "Count from 1 to 1000, one number per line.")
         page.get_by_role("button", name="Send").click()
