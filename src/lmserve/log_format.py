@@ -24,21 +24,28 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+def log_entry(record: logging.LogRecord, time: Any) -> dict[str, Any]:
+    """A record as a JSON-ready object: time, level, logger, message, the request id and
+    the structured values given with extra={"fields": {...}}."""
+    entry: dict[str, Any] = {
+        "time": time,
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "message": record.getMessage(),
+    }
+    if getattr(record, "request_id", ""):
+        entry["request_id"] = record.request_id
+    entry.update(getattr(record, "fields", None) or {})
+    return entry
+
+
 class JsonFormatter(logging.Formatter):
     """time, level, logger, message, request_id, the record's `fields` (structured values
     given with extra={"fields": {...}}) and the exception, if any."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if getattr(record, "request_id", ""):
-            entry["request_id"] = record.request_id
-        entry.update(getattr(record, "fields", None) or {})
+        time = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        entry = log_entry(record, time)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)

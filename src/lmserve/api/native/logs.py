@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from lmserve.api.sse import sse_data, sse_response
+from lmserve.log_format import log_entry
 from lmserve.request_context import RequestIdFilter
 
 router = APIRouter()
@@ -41,15 +42,7 @@ class LogBroadcaster(logging.Handler):
             subscribers = list(self._subscribers)
         if not subscribers:
             return
-        entry = {
-            "time": record.created,
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if getattr(record, "request_id", ""):
-            entry["request_id"] = record.request_id
-        entry.update(getattr(record, "fields", None) or {})
+        entry = log_entry(record, record.created)
         for loop, queue in subscribers:
             loop.call_soon_threadsafe(_offer, queue, entry)
 

@@ -1,5 +1,5 @@
 // The Server tab: a plain ES module over the app origin's own routes (no build step).
-import { withCredential } from "./session.js";
+import { call, withCredential } from "./session.js";
 import { snippets } from "./snippets.js";
 
 const $ = (id) => document.getElementById(id);
@@ -7,17 +7,6 @@ const form = $("settings");
 let server = { serving: false };
 let models = [];
 let snippetKind = "curl";
-
-async function call(method, path, body) {
-  const r = await fetch(path, {
-    method,
-    headers: withCredential(body === undefined ? {} : { "Content-Type": "application/json" }),
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = await r.json();
-  if (!r.ok) throw new Error(data.error ? data.error.message : r.statusText);
-  return data;
-}
 
 function showError(message) {
   $("server-error").textContent = message || "";

@@ -1,6 +1,6 @@
 // The Chat tab: streams replies from the app origin's /v1/chat/completions (so it works
 // with the API listener stopped) and saves conversations through /app/api/conversations.
-import { withCredential } from "./session.js";
+import { call, withCredential } from "./session.js";
 import { escapeHtml, renderMarkdown } from "./markdown.js";
 
 const $ = (id) => document.getElementById(id);
@@ -18,17 +18,6 @@ for (const tab of document.querySelectorAll('[role="tab"].tab')) {
     }
     if (tab.id === "tab-chat") refreshModels();
   });
-}
-
-async function call(method, path, body) {
-  const r = await fetch(path, {
-    method,
-    headers: withCredential(body === undefined ? {} : { "Content-Type": "application/json" }),
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = await r.json();
-  if (!r.ok) throw new Error(data.error ? data.error.message : r.statusText);
-  return data;
 }
 
 function showError(message) {

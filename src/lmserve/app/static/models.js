@@ -1,20 +1,9 @@
 // The My Models tab: the library with its loaded instances; Load (with its options, the
 // memory estimate and the model's saved defaults), Unload and Delete through the native
 // /api/v1/models routes and the app's /app/api/models/* routes.
-import { withCredential } from "./session.js";
+import { call } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
-
-async function call(method, path, body) {
-  const r = await fetch(path, {
-    method,
-    headers: withCredential(body === undefined ? {} : { "Content-Type": "application/json" }),
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = await r.json();
-  if (!r.ok) throw new Error(data.error ? data.error.message : r.statusText);
-  return data;
-}
 
 function showError(message) {
   $("models-error").textContent = message || "";

@@ -12,3 +12,15 @@ const token = sessionStorage.getItem(KEY);
 export function withCredential(headers = {}) {
   return token ? { ...headers, Authorization: `Bearer ${token}` } : headers;
 }
+
+// One JSON call to the app origin with the credential; an error envelope becomes an Error.
+export async function call(method, path, body) {
+  const r = await fetch(path, {
+    method,
+    headers: withCredential(body === undefined ? {} : { "Content-Type": "application/json" }),
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await r.json();
+  if (!r.ok) throw new Error(data.error ? data.error.message : r.statusText);
+  return data;
+}
