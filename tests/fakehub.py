@@ -2,6 +2,8 @@
 
 It serves the parts of the hub's HTTP API that `huggingface_hub` and lmserve's downloader use:
 
+- `GET /api/models?search=&filter=gguf`: the listing of `list_models`, repos whose id contains
+  the search text (case-insensitive), all of them tagged gguf.
 - `GET /api/models/{repo}[/revision/{rev}]`: model info; `?blobs=true` adds sizes and LFS
   sha256 to the siblings, as the hub does for `files_metadata=True`.
 - `GET /api/models/{repo}/tree/{rev}[/{path}]`: the file listing of `list_repo_tree`.
@@ -74,6 +76,7 @@ class FakeHub:
         self.repos: dict[str, HubRepo] = {}
         self.requests: list[LoggedRequest] = []
         self.corrupt = False
+        self.stopped = False
         self._interrupt_after: int | None = None
         self._interrupt_times = 0
         self._lock = threading.Lock()
@@ -98,6 +101,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self.stopped = True  # kept-alive connections get no more answers either
         for server in self._servers:
             server.shutdown()
             server.server_close()
@@ -179,12 +183,17 @@ class _HubHandler(BaseHTTPRequestHandler):
         self._route(head=False)
 
     def _route(self, head: bool) -> None:
+        if self.hub.stopped:
+            self.close_connection = True
+            return
         self.hub.requests.append(LoggedRequest(
             self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
         url = urlsplit(self.path)
         path = unquote(url.path)
         query = parse_qs(url.query)
-        if m := _API_RE.match(path):
+        if path == "/api/models":
+            self._search(query)
+        elif m := _API_RE.match(path):
             self._api(m, query)
         elif m := _RESOLVE_RE.match(path):
             self._resolve(m, head)
@@ -194,6 +203,15 @@ class _HubHandler(BaseHTTPRequestHandler):
             self._error(404, "Not Found")
 
     # --- API ---
+
+    def _search(self, query: dict[str, list[str]]) -> None:
+        text = query.get("search", [""])[0].lower()
+        limit = int(query.get("limit", ["1000"])[0])
+        found = [r for r in self.hub.repos.values() if text in r.repo_id.lower()]
+        self._json([{"_id": r.commit[:24], "id": r.repo_id, "modelId": r.repo_id,
+                     "downloads": 0, "likes": 0, "tags": ["gguf"], "private": False,
+                     "library_name": "gguf", "createdAt": "2024-01-01T00:00:00.000Z"}
+                    for r in found[:limit]])
 
     def _api(self, m: re.Match[str], query: dict[str, list[str]]) -> None:
         repo = self._repo(m.group("repo"))

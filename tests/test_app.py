@@ -14,7 +14,9 @@ import pytest
 
 from lmserve import config
 from lmserve.api_keys import create_key
+from lmserve.models.bundled import bundled_model_path
 from tests.app_process import AppProcess, free_port
+from tests.fakehub import FakeHub, make_gguf
 from tests.test_browser import CHROMIUM, browser  # noqa: F401  (the shared Chromium)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")
@@ -388,3 +390,55 @@ def test_with_keys_on_the_app_port_asks_for_a_credential_the_page_has(tmp_path,
         page.close()
     finally:
         app.stop()
+
+
+def test_discover_searches_downloads_and_the_model_answers(tmp_path, browser,  # noqa: F811
+                                                           monkeypatch):
+    with FakeHub() as hub:
+        hub.add_repo("test-org/Discover-Mirror-GGUF", {
+            "discover-mirror.Q4_1.gguf": bundled_model_path().read_bytes(),
+            "discover-mirror.Q8_0.gguf": make_gguf(4096), "README.md": b"# mirror"})
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        (tmp_path / "config.toml").write_text(
+            f"[server]\nport = {free_port()}\n\n[app]\nport = {free_port()}\n")
+        app = AppProcess(tmp_path)
+        try:
+            page, requests = _open(browser, app)
+            page.get_by_role("tab", name="Discover").click()
+            page.get_by_label("GGUF models matching").fill("discover-mirror")
+            page.get_by_role("button", name="Search").click()
+            page.get_by_role("button", name="Files of test-org/Discover-Mirror-GGUF").click()
+            page.wait_for_selector("#quantizations tbody tr")
+            rows = page.locator("#quantizations tbody tr").all_inner_texts()
+            assert [r.split("\t")[0] for r in rows] == ["discover-mirror.Q8_0",
+                                                        "discover-mirror.Q4_1"]
+            assert "fits" in rows[1]
+
+            page.get_by_role("button", name="Download discover-mirror.Q4_1").click()
+            page.wait_for_selector(".download-note[data-status]", timeout=120_000)
+            assert page.text_content(".download-note[data-status]") == (
+                "Downloaded: test-org/discover-mirror-gguf is in My Models.")
+            progress = page.get_by_label("Progress of discover-mirror.Q4_1")
+            assert progress.evaluate("p => p.value === p.max && p.max > 90e6")
+            api = f"http://127.0.0.1:{app.state['port']}"
+            client = openai.OpenAI(base_url=f"{api}/v1", api_key="x", max_retries=0)
+            reply = client.chat.completions.create(
+                model="test-org/discover-mirror-gguf", max_tokens=2,
+                messages=[{"role": "user", "content": "Hi"}])
+            assert reply.model == "test-org/discover-mirror-gguf"
+            page.get_by_role("tab", name="My Models").click()
+            page.wait_for_selector("#library button[aria-label='Load "
+                                   "test-org/discover-mirror-gguf']")
+
+            hub.stop()  # the Hub goes away: the page says so, and no trace
+            page.get_by_role("tab", name="Discover").click()
+            page.get_by_role("button", name="Search").click()
+            page.wait_for_selector("#discover-error:not([hidden])")
+            message = page.text_content("#discover-error")
+            assert "Cannot reach the Hugging Face Hub" in message
+            assert "Traceback" not in message
+            origin = app.url.rstrip("/")
+            assert all(url.startswith(origin + "/") for url in requests), requests
+            page.close()
+        finally:
+            app.stop()

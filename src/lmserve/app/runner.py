@@ -19,7 +19,7 @@ from lmserve import config
 from lmserve.api import create_app
 from lmserve.api.host_names import HostPolicy, OriginPolicy
 from lmserve.api_keys import KeyRing, Scope, digest, keys_file
-from lmserve.app import chat_routes, load_routes, routes
+from lmserve.app import chat_routes, discover, load_routes, routes
 from lmserve.app.conversations import ConversationStore, database_file
 from lmserve.app.switch import ServerSwitch
 from lmserve.config import Config
@@ -120,6 +120,7 @@ def run_app(cfg: Config, *, open_browser: bool, api_key: str | None = None) -> N
     page_app.include_router(routes.router)
     page_app.include_router(chat_routes.router)
     page_app.include_router(load_routes.router)
+    page_app.include_router(discover.router)
 
     server = _Server(uvicorn.Config(page_app, log_level="warning", log_config=None,
                                     timeout_graceful_shutdown=5))
