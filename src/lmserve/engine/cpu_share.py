@@ -34,6 +34,13 @@ _DROP_AT = 0.5
 _RETAKE_AT = 0.7
 
 
+def _allowed_cpus() -> list[int]:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 @dataclass(frozen=True, slots=True)
 class _Sample:
     wall: float  # time.monotonic()
@@ -45,15 +52,15 @@ class CpuShare:
     """Decides the thread count from the load others put on this process's cores."""
 
     def __init__(self, max_threads: int, *, interval: float = 0.5,
-                 first_interval: float = 0.2, proc_stat: str = _PROC_STAT) -> None:
+                 first_interval: float = 0.2, proc_stat: str = _PROC_STAT,
+                 cpus: list[int] | None = None) -> None:
         self.max_threads = max(1, max_threads)
         self.threads = self.max_threads
         self.interval = interval
         self.first_interval = first_interval
         self._due = interval  # seconds from the last sample to the next decision
         self._proc_stat = proc_stat
-        self._cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else list(range(os.cpu_count() or 1))
+        self._cpus = cpus or _allowed_cpus()
         self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._last = self._sample()
 
