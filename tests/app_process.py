@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tests.server_process import lmserve_env, stop_process
 
 
 def free_port() -> int:
@@ -21,8 +21,7 @@ def free_port() -> int:
 class AppProcess:
     def __init__(self, home: Path) -> None:
         self.home = home
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("LMSERVE_")}
-        self.env = {**inherited, "LMSERVE_HOME": str(home)}
+        self.env = lmserve_env(home)
         self._log = open(home / "app.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "lmserve", "app", "--no-browser"],
                                      env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -54,12 +53,6 @@ class AppProcess:
         return (self.home / "app.log").read_text(errors="replace")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = stop_process(self.proc)
         self._log.close()
-        return self.proc.returncode
+        return code

@@ -15,13 +15,29 @@ from pathlib import Path
 import httpx
 
 
+def lmserve_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A clean lmserve environment: its own home, config and (empty) library."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("LMSERVE_")}
+    return {**inherited, "LMSERVE_HOME": str(home), **(extra or {})}
+
+
+def stop_process(proc: subprocess.Popen) -> int:
+    """SIGTERM, as `lmserve server stop` sends; a kill if it has not ended in 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class ServerProcess:
     def __init__(self, *args: str, home: Path | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.home = home or Path(tempfile.mkdtemp(prefix="lmserve-test-"))
-        # A clean lmserve environment: its own home, config and (empty) library.
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("LMSERVE_")}
-        self.env = {**inherited, "LMSERVE_HOME": str(self.home), **(env or {})}
+        self.env = lmserve_env(self.home, env)
         self.log_path = self.home / "test-server.log"
         self._log = open(self.log_path, "wb")
         # --port 0: the server picks a free port and writes it to its state file.
@@ -71,12 +87,6 @@ class ServerProcess:
         return [int(n) for n in re.findall(r"cancelled: .*? generated (\d+) tok", self.log())]
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = stop_process(self.proc)
         self._log.close()
-        return self.proc.returncode
+        return code

@@ -139,12 +139,8 @@ def test_unknown_names_go_to_the_default_model_when_several_are_loaded(multi):
     assert "The model 'no/such-model' does not exist" in unknown.stderr
 
 
-def test_a_load_with_a_new_configuration_reloads_after_in_flight_requests(multi):
-    client = _client(multi)
-    load = multi.origin + "/api/v1/models/load"
-    body = {"model": GEMMA_KEY, "context_length": 512, "echo_load_config": True}
-    first = httpx.post(load, json=body, timeout=120).json()
-    assert first["load_config"]["context_length"] == 512
+def _start_long_generation(client: openai.OpenAI) -> tuple[threading.Thread, list[str]]:
+    """A 60-token Gemma stream in a thread; its finish reason lands in the list."""
     results: list[str] = []
 
     def long_generation() -> None:
@@ -157,6 +153,16 @@ def test_a_load_with_a_new_configuration_reloads_after_in_flight_requests(multi)
 
     worker = threading.Thread(target=long_generation)
     worker.start()
+    return worker, results
+
+
+def test_a_load_with_a_new_configuration_reloads_after_in_flight_requests(multi):
+    client = _client(multi)
+    load = multi.origin + "/api/v1/models/load"
+    body = {"model": GEMMA_KEY, "context_length": 512, "echo_load_config": True}
+    first = httpx.post(load, json=body, timeout=120).json()
+    assert first["load_config"]["context_length"] == 512
+    worker, results = _start_long_generation(client)
     _wait_until_generating(multi, GEMMA_KEY)
     reloaded = httpx.post(load, json={**body, "context_length": 768}, timeout=120).json()
     worker.join(60)
@@ -336,18 +342,7 @@ def test_systemd_unit_points_at_this_lmserve(tmp_path):
 def test_unloading_lets_in_flight_requests_finish(multi):
     client = _client(multi)
     client.completions.create(model=GEMMA_KEY, prompt="Hi", max_tokens=1)  # loaded
-    results: list[str] = []
-
-    def long_generation() -> None:
-        stream = client.completions.create(model=GEMMA_KEY, prompt="Once upon a time",
-                                           max_tokens=60, temperature=0.8, stream=True,
-                                           extra_body={"ignore_eos": True})
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].finish_reason:
-                results.append(chunk.choices[0].finish_reason)
-
-    worker = threading.Thread(target=long_generation)
-    worker.start()
+    worker, results = _start_long_generation(client)
     _wait_until_generating(multi, GEMMA_KEY)
     out = httpx.post(multi.origin + "/api/v1/models/unload", json={"model": GEMMA_KEY},
                      timeout=60).json()

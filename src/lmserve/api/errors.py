@@ -18,6 +18,7 @@ from lmserve.engine.engine import EngineStoppedError
 from lmserve.engine.llama import ModelLoadError
 from lmserve.models import ModelNotFoundError
 from lmserve.models.chat_template import ChatTemplateError
+from lmserve.models.download import DownloadError, HubUnreachableError, NotOnHubError
 from lmserve.models.file_check import ModelFileError
 from lmserve.models.manager import (
     LoadRefusedError,
@@ -101,6 +102,15 @@ def _map_error(exc: Exception) -> APIError:
     log.error("internal error", exc_info=exc)
     return APIError(500, f"Internal server error: {type(exc).__name__}: {exc}",
                     type="server_error")
+
+
+def hub_error(exc: DownloadError, *, param: str, unreachable_hint: str) -> APIError:
+    """A failed Hub call: 404 for what the Hub does not have, 502 when the Hub fails or
+    cannot be reached (then with a hint of what to do without it)."""
+    if isinstance(exc, NotOnHubError):
+        return APIError(404, str(exc), param=param, code="model_not_found")
+    message = f"{exc} {unreachable_hint}" if isinstance(exc, HubUnreachableError) else str(exc)
+    return APIError(502, message, type="server_error", code="hub_unavailable")
 
 
 def error_response(exc: Exception) -> JSONResponse:

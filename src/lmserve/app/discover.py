@@ -9,11 +9,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from lmserve.api.errors import APIError
+from lmserve.api.errors import APIError, hub_error
 from lmserve.models.download import (
     DownloadError,
-    HubUnreachableError,
-    NotOnHubError,
     Source,
     _group_shards,
     _hf_token,
@@ -68,14 +66,10 @@ def _quantizations(repo_id: str) -> list[dict[str, Any]]:
 async def _from_hub(work: Any, *args: str) -> Any:
     try:
         return await asyncio.to_thread(work, *args)
-    except HubUnreachableError as exc:
-        raise APIError(502, f"{exc} Discover needs network access to the Hub (or HF_ENDPOINT "
-                       "set to a mirror).", type="server_error",
-                       code="hub_unavailable") from exc
-    except NotOnHubError as exc:
-        raise APIError(404, str(exc), param="repo", code="model_not_found") from exc
     except DownloadError as exc:
-        raise APIError(502, str(exc), type="server_error", code="hub_unavailable") from exc
+        raise hub_error(exc, param="repo", unreachable_hint=(
+            "Discover needs network access to the Hub (or HF_ENDPOINT set to a mirror).")) \
+            from exc
 
 
 @router.get("/search")

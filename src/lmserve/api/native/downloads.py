@@ -18,13 +18,11 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmserve.api.deps import get_manager
-from lmserve.api.errors import APIError
+from lmserve.api.errors import APIError, hub_error
 from lmserve.models import ModelManager
 from lmserve.models.download import (
     DownloadError,
     DownloadPlan,
-    HubUnreachableError,
-    NotOnHubError,
     download,
     is_downloaded,
     parse_source,
@@ -101,15 +99,11 @@ async def start_download(body: DownloadRequest, request: Request,
     manager.library.ensure_inside(manager.library.root / source.publisher / source.repo)
     try:
         plan = await asyncio.to_thread(plan_download, source)
-    except HubUnreachableError as exc:
-        raise APIError(502, f"{exc} Downloads need network access to the Hub; a local GGUF "
-                       f"file can be placed in the models folder ({manager.library.root}) "
-                       "as <publisher>/<repo>/<file>.gguf instead.", type="server_error",
-                       code="hub_unavailable") from exc
-    except NotOnHubError as exc:
-        raise APIError(404, str(exc), param="model", code="model_not_found") from exc
     except DownloadError as exc:
-        raise APIError(502, str(exc), type="server_error", code="hub_unavailable") from exc
+        raise hub_error(exc, param="model", unreachable_hint=(
+            "Downloads need network access to the Hub; a local GGUF file can be placed in "
+            f"the models folder ({manager.library.root}) as <publisher>/<repo>/<file>.gguf "
+            "instead.")) from exc
     job = DownloadJob(secrets.token_hex(8), plan, manager.library.root)
     if is_downloaded(plan, job.root):
         job.status, job.finished_at = "completed", time.time()
