@@ -13,12 +13,12 @@ from lmserve.api.errors import APIError, hub_error
 from lmserve.models.download import (
     DownloadError,
     Source,
-    _group_shards,
-    _hf_token,
-    _list_repo,
-    _offline_error,
-    _transport_errors,
+    group_shards,
+    hf_token,
+    list_repo,
+    offline_error,
     resolve_endpoint,
+    transport_errors,
 )
 from lmserve.models.memory import available_memory
 
@@ -34,24 +34,24 @@ def _search(query: str) -> list[dict[str, Any]]:
     from huggingface_hub.errors import HfHubHTTPError
 
     base = resolve_endpoint()
-    api = HfApi(endpoint=base, token=_hf_token())
+    api = HfApi(endpoint=base, token=hf_token())
     try:
         found = list(api.list_models(search=query or None, filter="gguf", sort="downloads",
                                      limit=SEARCH_LIMIT))
     except HfHubHTTPError as e:
         raise DownloadError(f"The hub at {base} answered with an error: {e}") from e
-    except _transport_errors() as e:
-        raise _offline_error(base, e) from e
+    except transport_errors() as e:
+        raise offline_error(base, e) from e
     return [{"id": m.id, "downloads": m.downloads, "likes": m.likes} for m in found]
 
 
 def _quantizations(repo_id: str) -> list[dict[str, Any]]:
     publisher, _, repo = repo_id.partition("/")
-    real_id, revision, files = _list_repo(Source(publisher, repo), resolve_endpoint())
+    real_id, revision, files = list_repo(Source(publisher, repo), resolve_endpoint())
     ggufs = [f for f in files if f.path.lower().endswith(".gguf")]
     free = available_memory()
     out = []
-    for name, parts in _group_shards(ggufs).items():
+    for name, parts in group_shards(ggufs).items():
         size = sum(f.size for f in parts)
         out.append({
             "name": name.rsplit("/", 1)[-1], "size_bytes": size, "parts": len(parts),

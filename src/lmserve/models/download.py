@@ -175,7 +175,7 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
 def plan_download(source: Source, *, endpoint: str | None = None) -> DownloadPlan:
     """List the repo on the hub and pick the GGUF file(s) that `source` asks for."""
     base = resolve_endpoint(endpoint)
-    repo_id, commit, files = _list_repo(source, base)
+    repo_id, commit, files = list_repo(source, base)
     # The hub's spelling of the repo id names the library folder, however the user typed it.
     publisher, _, repo = repo_id.partition("/")
     if publisher and repo and repo_id.lower() == source.repo_id.lower():
@@ -184,7 +184,7 @@ def plan_download(source: Source, *, endpoint: str | None = None) -> DownloadPla
                         files=tuple(select_files(files, source)))
 
 
-def _list_repo(source: Source, base: str) -> tuple[str, str | None, list[RemoteFile]]:
+def list_repo(source: Source, base: str) -> tuple[str, str | None, list[RemoteFile]]:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -194,7 +194,7 @@ def _list_repo(source: Source, base: str) -> tuple[str, str | None, list[RemoteF
         RevisionNotFoundError,
     )
 
-    api = HfApi(endpoint=base, token=_hf_token())
+    api = HfApi(endpoint=base, token=hf_token())
     try:
         info = api.model_info(source.repo_id, revision=source.revision, files_metadata=True,
                               timeout=30)
@@ -211,8 +211,8 @@ def _list_repo(source: Source, base: str) -> tuple[str, str | None, list[RemoteF
                             "found.") from e
     except HfHubHTTPError as e:
         raise DownloadError(f"The hub at {base} answered with an error: {e}") from e
-    except _transport_errors() as e:
-        raise _offline_error(base, e) from e
+    except transport_errors() as e:
+        raise offline_error(base, e) from e
     files = [
         RemoteFile(path=s.rfilename, size=s.lfs.size if s.lfs else (s.size or 0),
                    sha256=s.lfs.sha256 if s.lfs else None)
@@ -221,7 +221,7 @@ def _list_repo(source: Source, base: str) -> tuple[str, str | None, list[RemoteF
     return info.id or source.repo_id, info.sha, files
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
+def transport_errors() -> tuple[type[BaseException], ...]:
     """Connection-level errors of whichever HTTP library huggingface_hub is built on."""
     errors: list[type[BaseException]] = [httpx.TransportError]
     with contextlib.suppress(ImportError):
@@ -236,7 +236,7 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _offline_error(base: str, error: BaseException) -> HubUnreachableError:
+def offline_error(base: str, error: BaseException) -> HubUnreachableError:
     reason = str(error) or type(error).__name__
     return HubUnreachableError(f"Cannot reach the Hugging Face Hub at {base}: {reason}.")
 
@@ -246,7 +246,7 @@ def select_files(files: list[RemoteFile], source: Source) -> list[RemoteFile]:
     ggufs = [f for f in files if f.path.lower().endswith(".gguf")]
     if not ggufs:
         raise NotOnHubError(f"{source.repo_id} has no GGUF files; lmserve runs GGUF models.")
-    groups = _group_shards(ggufs)
+    groups = group_shards(ggufs)
     if source.filename:
         return _complete(_named_group(groups, source), source)
     # Vision projectors are companions of a model, not a model to pick on their own.
@@ -266,7 +266,7 @@ def select_files(files: list[RemoteFile], source: Source) -> list[RemoteFile]:
     return _complete(_smallest(list(models.values())), source)
 
 
-def _group_shards(files: list[RemoteFile]) -> dict[str, list[RemoteFile]]:
+def group_shards(files: list[RemoteFile]) -> dict[str, list[RemoteFile]]:
     """Group the parts of split GGUFs (`x-00001-of-00003.gguf`) under one key `x`."""
     groups: dict[str, list[RemoteFile]] = {}
     for f in sorted(files, key=lambda f: f.path):
@@ -363,7 +363,7 @@ def _check_free_space(dest: Path, pending: list[tuple[RemoteFile, Path]]) -> Non
 
 def _client() -> httpx.Client:
     headers = {"User-Agent": "lmserve"}
-    token = _hf_token()
+    token = hf_token()
     if token:
         # httpx drops this header when the hub redirects to another host (the LFS CDN).
         headers["Authorization"] = f"Bearer {token}"
@@ -371,7 +371,7 @@ def _client() -> httpx.Client:
     return httpx.Client(headers=headers, timeout=timeout, follow_redirects=True)
 
 
-def _hf_token() -> str | None:
+def hf_token() -> str | None:
     token = os.environ.get("HF_TOKEN")
     if token:
         return token
@@ -397,7 +397,7 @@ def _fetch_with_retries(client: httpx.Client, url: str, remote: RemoteFile, path
             return
         except httpx.ConnectError as e:
             # Nothing to resume against: report it rather than retry into the void.
-            raise _offline_error(base, e) from e
+            raise offline_error(base, e) from e
         except (httpx.TransportError, _RetryableStatus) as e:
             if attempt >= retries:
                 raise DownloadError(f"Downloading {remote.name} was interrupted ({e}); "
