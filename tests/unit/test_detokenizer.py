@@ -64,3 +64,22 @@ def test_real_tokens_of_multibyte_text(llama):
     out = [d.push(p)[0] for p in pieces] + [d.flush()]
     assert not any("\ufffd" in o for o in out)
     assert "".join(out) == text
+
+
+def test_output_cut_inside_a_character_drops_the_partial_bytes():
+    # max_tokens can end the output after the first bytes of an emoji.
+    d = Detokenizer([])
+    text, _ = d.push(b"ok " + "🎉".encode()[:2])
+    assert text + d.flush() == "ok "
+
+
+def test_invalid_bytes_inside_the_output_are_still_replaced():
+    d = Detokenizer([])
+    out = d.push(b"a\xffb")[0] + d.push("🎉".encode()[:3])[0] + d.flush()
+    assert out == "a\ufffdb"
+
+
+def test_partial_character_held_behind_a_partial_stop_is_dropped():
+    d = Detokenizer(["END"])
+    text, _ = d.push(b"done EN")
+    assert text + d.push("é".encode()[:1])[0] + d.flush() == "done EN"

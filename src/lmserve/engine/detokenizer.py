@@ -1,7 +1,8 @@
 """Turns a stream of token bytes into safe text deltas.
 
 Two concerns, applied in order:
-- UTF-8: a character split across tokens is held until its last byte arrives.
+- UTF-8: a character split across tokens is held until its last byte arrives; if the
+  output ends first (max_tokens), its partial bytes are dropped, not shown as U+FFFD.
 - Stop strings: text that could be the start of a stop string is held until it is
   known not to be one; a matched stop string ends the output and is never emitted.
 """
@@ -60,5 +61,5 @@ class Detokenizer:
 
     def flush(self) -> str:
         """Everything still held at the end of generation."""
-        tail, _ = self._stops.push(self._utf8.decode(b"", final=True))
-        return tail + self._stops.flush()
+        self._utf8.reset()  # it holds only the start of a character cut off by the end
+        return self._stops.flush()
