@@ -10,7 +10,6 @@ import sys
 import time
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from lmserve import __version__, config
@@ -40,16 +39,20 @@ class _CommandLine(typer.Typer):
             sys.exit(1)
 
 
+def _group(help_text: str) -> typer.Typer:
+    # Plain help, not Rich's renderer: loading it alone took longer than the rest of a
+    # command's start-up.
+    return typer.Typer(help=help_text, no_args_is_help=True, rich_markup_mode=None)
+
+
 app = _CommandLine(help="lmserve: a local LLM server with an OpenAI-compatible API.",
-                   no_args_is_help=True, add_completion=False)
-server_app = typer.Typer(help="Start, stop and inspect the API server.", no_args_is_help=True)
+                   no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+server_app = _group("Start, stop and inspect the API server.")
 app.add_typer(server_app, name="server")
-config_app = typer.Typer(help="Show and change persistent settings.", no_args_is_help=True)
-service_app = typer.Typer(help="Start the server at login (systemd user service).",
-                          no_args_is_help=True)
-log_app = typer.Typer(help="The server's log.", no_args_is_help=True)
-key_app = typer.Typer(help="API keys: off until the first one is created.",
-                      no_args_is_help=True)
+config_app = _group("Show and change persistent settings.")
+service_app = _group("Start the server at login (systemd user service).")
+log_app = _group("The server's log.")
+key_app = _group("API keys: off until the first one is created.")
 app.add_typer(config_app, name="config")
 app.add_typer(key_app, name="key")
 app.add_typer(service_app, name="service")
@@ -168,11 +171,13 @@ def server_start(
 def _switch_app_server_or_continue(action: str) -> None:
     """With `lmserve app` running, `server start|stop` flip its API listener (the models
     stay in the app's process) and exit; otherwise they go on as for a headless server."""
-    from lmserve.server import read_state
+    from lmserve.server_state import read_state
 
     state = read_state()
     if not state or not state.get("app_url"):
         return
+    import httpx
+
     try:
         r = httpx.post(f"{state['app_url']}app/api/server/{action}", timeout=60,
                        headers={"Authorization": f"Bearer {state.get('app_token', '')}"})
@@ -192,7 +197,7 @@ def _switch_app_server_or_continue(action: str) -> None:
 
 
 def _start_detached(settings: ServerSettings) -> None:
-    from lmserve.server import read_state
+    from lmserve.server_state import read_state
 
     running = read_state()
     if running:
@@ -245,6 +250,8 @@ _KEY_NEEDED = "Its models are not shown: it needs an API key (--api-key or LMSER
 
 
 def _fetch_status(state: dict[str, Any]) -> dict[str, Any] | None:
+    import httpx
+
     host = local_address(state["host"])
     if ":" in host:
         host = f"[{host}]"
@@ -265,7 +272,7 @@ def server_status(
     api_key: models_cmd.ApiKey = None,
 ) -> None:
     """Show whether the server runs, where, and what its slots are doing."""
-    from lmserve.server import read_state, state_network_warning
+    from lmserve.server_state import read_state, state_network_warning
 
     app_state = read_state()
     # an app with its API listener stopped is not a running server
@@ -306,7 +313,7 @@ def server_stop(
     timeout: Annotated[float, typer.Option(help="Seconds to wait before killing.")] = 30.0,
 ) -> None:
     """Stop a running server: in-flight requests get a few seconds to finish."""
-    from lmserve.server import read_state
+    from lmserve.server_state import read_state
 
     state = read_state()
     if not state or not state.get("serving", True):

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from lmserve import config
 from lmserve.api_keys import API_KEY_ENV
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class CommandError(Exception):
@@ -31,7 +32,7 @@ class ServerRequestError(CommandError):
 def server_origin(host: str | None, port: int | None) -> str:
     """Flags first, then the running server's state file, then the configured address."""
     if host is None or port is None:
-        from lmserve.server import read_state
+        from lmserve.server_state import read_state
 
         state = read_state()
         if state:
@@ -66,10 +67,14 @@ class ServerClient:
                  timeout: float = 600, api_key: str | None = None) -> None:
         self.origin = server_origin(host, port)
         self.timeout = timeout
+        import httpx  # here, not at the top: `lmserve --help` starts faster without it
+
         self._http = httpx.Client(base_url=self.origin, timeout=timeout,
                                   headers=auth_headers(api_key))
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
         try:
             r = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -92,6 +97,8 @@ class ServerClient:
 
     def events(self, path: str, body: dict[str, Any] | None = None) -> Iterator[Any]:
         """The JSON payloads of a Server-Sent Events stream; an error event raises."""
+        import httpx
+
         method = "POST" if body is not None else "GET"
         try:
             with self._http.stream(method, path, json=body, timeout=None) as r:
@@ -110,6 +117,8 @@ class ServerClient:
     # -- what went wrong, in one line -----------------------------------------------------
 
     def _transport_error(self, exc: httpx.TransportError) -> CommandError:
+        import httpx
+
         if isinstance(exc, httpx.ConnectError):
             return ServerUnreachableError(
                 f"No lmserve server at {self.origin}. Start one with `lmserve server start`.")

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import time
-from contextlib import suppress
-from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import uvicorn
 
-from lmserve import config
 from lmserve.api import create_app
-from lmserve.api.host_names import HostPolicy, OriginPolicy, is_loopback, split_host
+from lmserve.api.host_names import HostPolicy, OriginPolicy
 from lmserve.api.limits import RequestLimits
-from lmserve.api_keys import KeyRing, keys_file, read_keys
+from lmserve.api_keys import KeyRing, keys_file
 from lmserve.config import LimitsConfig, ModelsConfig, SecurityConfig, ServerSettings
 from lmserve.log_format import configure_logging
 from lmserve.models import ModelManager
 from lmserve.models.bundled import bundled_model_path
 from lmserve.models.library import ModelLibrary
 from lmserve.models.model import LoadConfig
+from lmserve.server_state import network_warning, read_state, remove_state, write_state
 
 log = logging.getLogger("lmserve")
 
@@ -56,67 +52,12 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def read_state() -> dict[str, Any] | None:
-    """The running server's state file, or None when no live server wrote it."""
-    path = config.state_file()
-    try:
-        state = json.loads(path.read_text())
-        pid = int(state["pid"])
-        os.kill(pid, 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no file, or a server killed without cleaning up (its pid is gone)
-    # a stale file's pid may have been reused, even by this very process
-    return state if pid != os.getpid() and _is_lmserve(pid) else None
-
-
-def _is_lmserve(pid: int) -> bool:
-    """Whether pid is still a server and not another process that reused the number."""
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if not cmdline.parent.exists():
-        return True  # no procfs: trust the live pid
-    try:
-        return b"lmserve" in cmdline.read_bytes()
-    except OSError:
-        return False
-
-
-def write_state(state: dict[str, Any]) -> None:
-    # private: with the app running it holds the app's session token
-    config.write_atomic(config.state_file(), json.dumps(state, indent=2), mode=0o600)
-
-
-def remove_state() -> None:
-    path = config.state_file()
-    with suppress(OSError, ValueError, KeyError):
-        if json.loads(path.read_text())["pid"] == os.getpid():
-            path.unlink()
-
-
 class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         # uvicorn re-raises the signal after its graceful shutdown, which would kill the
         # process before our own cleanup; a stop request is a clean exit instead.
         self._captured_signals.clear()
-
-
-def network_warning(host: str, keys_on: bool) -> str | None:
-    """The warning for a server others can reach without a key, or None."""
-    if keys_on or is_loopback(split_host(host)):
-        return None
-    return (f"WARNING: the server listens on {host}, reachable from the network, and "
-            "needs no API key: anyone who can reach this machine can use and manage its "
-            "models. Create a key (`lmserve key create --scope admin`) or start it with "
-            "--api-key, or bind to 127.0.0.1.")
-
-
-def state_network_warning(state: dict[str, Any]) -> str | None:
-    """network_warning for a running server, from its state file and the key file."""
-    try:
-        stored = bool(read_keys())
-    except ValueError:  # an unreadable key file keeps keys required (api_keys.KeyRing)
-        stored = True
-    return network_warning(state["host"], bool(state.get("adhoc_key")) or stored)
 
 
 def request_limits(limits: LimitsConfig) -> RequestLimits:

@@ -24,14 +24,8 @@ from lmserve.app.conversations import ConversationStore, database_file
 from lmserve.app.switch import ServerSwitch
 from lmserve.config import Config
 from lmserve.log_format import configure_logging
-from lmserve.server import (
-    ListenError,
-    _Server,
-    bind,
-    build_manager,
-    read_state,
-    request_limits,
-)
+from lmserve.server import ListenError, _Server, bind, build_manager, request_limits
+from lmserve.server_state import read_state
 
 log = logging.getLogger("lmserve")
 APP_HOST = "127.0.0.1"

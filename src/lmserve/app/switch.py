@@ -22,15 +22,8 @@ from lmserve.api import create_app
 from lmserve.api.host_names import HostPolicy, OriginPolicy
 from lmserve.api_keys import KeyRing, keys_file
 from lmserve.models import ModelManager
-from lmserve.server import (
-    ListenError,
-    base_url,
-    bind,
-    network_warning,
-    remove_state,
-    request_limits,
-    write_state,
-)
+from lmserve.server import ListenError, base_url, bind, request_limits
+from lmserve.server_state import network_warning, remove_state, write_state
 
 log = logging.getLogger("lmserve")
 
@@ -142,7 +135,7 @@ class ServerSwitch:
             "base_url": self.url or "",
             "serving": self.serving,
             "app_url": self.app_url,
-            "app_token": self.app_token,  # the state file is private (server.write_state)
+            "app_token": self.app_token,  # the state file is private (server_state.write_state)
             "models": [m.id for m in self.manager.loaded()],
             "started_at": int(self.started_at or time.time()),
             "adhoc_key": bool(self.api_key),

@@ -69,7 +69,7 @@ def header_problem(info: Any, file_size: int) -> str | None:
 
 def check_header(path: Path) -> None:
     """Raises ModelFileError unless the file is a complete GGUF with a sane header."""
-    from lmserve.models.library import read_gguf_info
+    from lmserve.models.gguf_header import read_gguf_info
 
     try:
         info = read_gguf_info(path)

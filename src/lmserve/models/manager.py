@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 from contextvars import ContextVar
@@ -32,7 +31,7 @@ from lmserve.models.file_check import ModelFileChecks
 from lmserve.models.load_defaults import LoadDefaults
 from lmserve.models.memory import available_memory, estimate_file_memory, megabytes
 from lmserve.models.model import LoadConfig, Model
-from lmserve.models.paths import check_model_name
+from lmserve.models.paths import check_model_name, model_id_for
 from lmserve.request_board import RequestBoard
 from lmserve.request_context import note_model
 
@@ -74,16 +73,6 @@ load_refusal: ContextVar[str | None] = ContextVar("load_refusal", default=None)
 class Library(Protocol):
     def entries(self) -> list[Any]: ...
     def find(self, name: str) -> Any | None: ...
-
-
-def model_id_for(path: Path) -> str:
-    """A readable id from a file name.
-
-    'SmolLM2-135M-Instruct.Q4_1.gguf' -> 'smollm2-135m-instruct'
-    """
-    stem = path.name.removesuffix(".gguf")
-    stem = re.sub(r"[.-](?:i?q\d[\w]*|f16|f32|bf16)$", "", stem, flags=re.IGNORECASE)
-    return stem.lower()
 
 
 def estimate_memory(model: Model) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 @lru_cache(maxsize=64)
 def _kv_shape(path: str) -> tuple[int, int]:
     """(layers, K or V width per token) from the GGUF metadata."""
-    from lmserve.models.library import read_gguf_info
+    from lmserve.models.gguf_header import read_gguf_info
 
     meta = read_gguf_info(Path(path)).metadata
     arch = meta.get("general.architecture", "")

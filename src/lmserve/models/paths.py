@@ -40,3 +40,13 @@ def is_inside(root: Path, path: Path) -> bool:
     except (PathEscapeError, OSError, RuntimeError):  # RuntimeError: a symlink loop
         return False
     return True
+
+
+def model_id_for(path: Path) -> str:
+    """A readable id from a file name.
+
+    'SmolLM2-135M-Instruct.Q4_1.gguf' -> 'smollm2-135m-instruct'
+    """
+    stem = path.name.removesuffix(".gguf")
+    stem = re.sub(r"[.-](?:i?q\d[\w]*|f16|f32|bf16)$", "", stem, flags=re.IGNORECASE)
+    return stem.lower()
