@@ -14,9 +14,10 @@ import httpx
 import jsonschema
 import pytest
 
-from lmserve.api.anthropic.messages import ContentBlocks, error_body, stream_events
+from lmserve.api.anthropic.messages import ContentBlocks, MessageTranslator, error_body
 from lmserve.api.anthropic.protocol import MessagesRequest
-from lmserve.api.chat_session import Finish
+from lmserve.api.chat import Finish
+from lmserve.api.serving import stream
 from lmserve.engine import Done
 from lmserve.engine.engine import QueueFullError
 from lmserve.engine.request import Timings
@@ -350,10 +351,13 @@ class _FakeRun:
         if self._fail:
             raise self._fail
 
+    def cancel(self) -> None:
+        pass
+
 
 def _stream(run: _FakeRun) -> list[tuple[str, dict]]:
     async def gather() -> bytes:
-        return b"".join([chunk async for chunk in stream_events(run, {"id": "msg_1"})])
+        return b"".join([chunk async for chunk in stream(run, MessageTranslator({"id": "msg_1"}))])
 
     return _sse_frames(asyncio.run(gather()).decode())
 

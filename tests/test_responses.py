@@ -11,9 +11,10 @@ import jsonschema
 import openai
 import pytest
 
-from lmserve.api.chat_session import Finish, LogprobsDelta
+from lmserve.api.chat import Finish, LogprobsDelta
 from lmserve.api.openai.response_store import ResponseStore, StoredResponse
-from lmserve.api.openai.responses import ResponseBuilder, stream_response
+from lmserve.api.openai.responses import ResponseBuilder
+from lmserve.api.serving import stream
 from lmserve.engine import Done
 from lmserve.engine.request import Timings, TokenLogprob
 from lmserve.parsers import ContentDelta, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
@@ -483,17 +484,17 @@ class _ScriptedRun:
         self.cancelled = True
 
 
-def _builder() -> ResponseBuilder:
+def _builder(kept: list) -> ResponseBuilder:
     head = {"id": "resp_test", "object": "response", "created_at": 1, "model": "m",
             "instructions": None, "parallel_tool_calls": True, "temperature": 0.5,
             "top_p": 1.0, "tools": [], "tool_choice": "auto", "metadata": {},
             "text": {"format": {"type": "text"}}}
-    return ResponseBuilder(head, lambda text: len(text.split()))
+    return ResponseBuilder(head, lambda text: len(text.split()), keep=kept.append)
 
 
-def _replay(run: _ScriptedRun, builder: ResponseBuilder, kept: list) -> list[dict]:
+def _replay(run: _ScriptedRun, kept: list) -> list[dict]:
     async def read() -> list[bytes]:
-        return [chunk async for chunk in stream_response(run, builder, kept.append)]
+        return [chunk async for chunk in stream(run, _builder(kept))]
 
     events = []
     for chunk in asyncio.run(read()):
@@ -517,7 +518,7 @@ def test_builder_reasoning_text_and_parallel_calls():
         Finish("tool_calls", _done("stop")),
     ])
     kept: list = []
-    events = _replay(run, _builder(), kept)
+    events = _replay(run, kept)
     final = events[-1]["response"]
     assert events[-1]["type"] == "response.completed"
     assert kept == [final]
@@ -539,7 +540,7 @@ def test_builder_reasoning_text_and_parallel_calls():
 
 
 def test_builder_empty_answer_is_an_empty_message():
-    events = _replay(_ScriptedRun([Finish("stop", _done("stop", 0))]), _builder(), [])
+    events = _replay(_ScriptedRun([Finish("stop", _done("stop", 0))]), [])
     [item] = events[-1]["response"]["output"]
     assert item["type"] == "message" and item["content"][0]["text"] == ""
     assert [e["type"] for e in events][2:] == [
@@ -551,7 +552,7 @@ def test_builder_empty_answer_is_an_empty_message():
 def test_builder_cut_off_call_is_incomplete():
     run = _ScriptedRun([ToolCallStart(0, "call_a", "f"), ToolCallArgsDelta(0, '{"x"'),
                         Finish("tool_calls", _done("length"))])
-    events = _replay(run, _builder(), [])
+    events = _replay(run, [])
     final = events[-1]["response"]
     assert events[-1]["type"] == "response.incomplete"
     assert final["incomplete_details"] == {"reason": "max_output_tokens"}
@@ -561,7 +562,7 @@ def test_builder_cut_off_call_is_incomplete():
 def test_builder_failure_mid_stream():
     kept: list = []
     run = _ScriptedRun([ContentDelta("Hel")], fail=RuntimeError("the engine broke"))
-    events = _replay(run, _builder(), kept)
+    events = _replay(run, kept)
     assert events[-1]["type"] == "response.failed"
     failed = events[-1]["response"]
     assert failed["status"] == "failed"

@@ -2,7 +2,8 @@
 
 import json
 
-from lmserve.api.chat_session import _template_messages, _tool_call_grammar
+from lmserve.api.chat.constraints import tool_call_grammar
+from lmserve.api.chat.messages import template_messages
 from lmserve.models.chat_template import ChatTemplate
 
 # A small template in the Hermes/Qwen style: tools in the system turn, calls as
@@ -27,7 +28,7 @@ CONVERSATION = [
 
 
 def test_native_template_gets_calls_with_parsed_arguments():
-    messages = _template_messages(CONVERSATION, native_tools=True)
+    messages = template_messages(CONVERSATION, native_tools=True)
     assert messages[0]["role"] == "system"
     assert messages[2]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
     assert messages[3] == CONVERSATION[3]
@@ -39,7 +40,7 @@ def test_native_template_gets_calls_with_parsed_arguments():
 
 
 def test_other_templates_get_calls_as_json_and_results_as_user_turns():
-    messages = _template_messages(CONVERSATION, native_tools=False)
+    messages = template_messages(CONVERSATION, native_tools=False)
     assert json.loads(messages[2]["content"]) == {"name": "get_weather",
                                                    "arguments": {"city": "Paris"}}
     assert "tool_calls" not in messages[2]
@@ -49,10 +50,10 @@ def test_other_templates_get_calls_as_json_and_results_as_user_turns():
 def test_forced_call_grammar_wraps_the_family_markers():
     fn = {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}},
                                       "required": ["x"]}}
-    hermes = _tool_call_grammar("hermes", [fn])
+    hermes = tool_call_grammar("hermes", [fn])
     assert hermes.startswith('root ::= "<tool_call>\\n" tool-call-object "\\n</tool_call>"')
-    generic = _tool_call_grammar("generic", [fn])
+    generic = tool_call_grammar("generic", [fn])
     assert generic.startswith("root ::= tool-call-object\n")
     assert "\ntool-call-object ::=" in generic
-    llama3 = _tool_call_grammar("llama3", [fn])
+    llama3 = tool_call_grammar("llama3", [fn])
     assert "parameters" in llama3

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
@@ -17,17 +16,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from lmserve.api.anthropic.protocol import CountTokensRequest, MessagesRequest
-from lmserve.api.chat_session import (
-    ChatEvent,
-    ChatRun,
-    Finish,
-    render_prompt,
-    start_chat,
-)
+from lmserve.api.chat import ChatEvent, Finish, render_prompt, start_chat
 from lmserve.api.deps import get_manager
-from lmserve.api.disconnect import ClientDisconnectedError, unless_disconnected
 from lmserve.api.errors import as_api_error
-from lmserve.api.sse import sse_response
+from lmserve.api.serving import respond, stream
+from lmserve.api.sse import sse_response, sse_typed
+from lmserve.api.usage import TokenUsage
 from lmserve.models import Model, ModelManager
 from lmserve.parsers import ContentDelta, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
 
@@ -64,23 +58,14 @@ async def create_message(
         run = start_chat(model, body.chat_spec())
     except Exception as exc:
         return error_response(exc)
-    message = _message_head(model, input_tokens=len(run.streams[0].request.prompt))
+    translator = MessageTranslator(
+        _message_head(model, input_tokens=len(run.streams[0].request.prompt)))
     if body.stream:
-        return sse_response(stream_events(run, message))
+        return sse_response(stream(run, translator))
     try:
-        blocks, finish = await unless_disconnected(request, collect(run))
-    except ClientDisconnectedError:
-        return Response(status_code=499)
+        return await respond(request, run, translator)
     except Exception as exc:
         return error_response(exc)
-    return JSONResponse({
-        **message,
-        "content": blocks.blocks,
-        "stop_reason": stop_reason(finish),
-        "stop_sequence": finish.done.stop_string,
-        "usage": {"input_tokens": finish.done.prompt_tokens,
-                  "output_tokens": finish.done.completion_tokens},
-    })
 
 
 @router.post("/v1/messages/count_tokens")
@@ -241,47 +226,49 @@ def _tool_input(arguments: str) -> dict[str, Any]:
     return value
 
 
-async def collect(run: ChatRun) -> tuple[ContentBlocks, Finish]:
-    blocks = ContentBlocks()
-    finish: Finish | None = None
-    async for _, event in run.events():
-        if isinstance(event, Finish):
-            finish = event
-        else:
-            blocks.add(event)
-    if finish is None:
-        raise RuntimeError("generation ended without a result")
-    blocks.close()
-    return blocks, finish
+class MessageTranslator:
+    """Chat events as Messages stream events, and the message they add up to."""
 
+    closing = b""
+    frame = staticmethod(sse_typed)
 
-def sse_event(payload: dict[str, Any]) -> bytes:
-    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {payload['type']}\ndata: {data}\n\n".encode()
+    def __init__(self, message: dict[str, Any]) -> None:
+        self._message = message
+        self._blocks = ContentBlocks()
+        self._finish: Finish | None = None
 
+    def start(self) -> list[dict[str, Any]]:
+        return [{"type": "message_start", "message": self._message}, {"type": "ping"}]
 
-async def stream_events(run: ChatRun, message: dict[str, Any]) -> AsyncIterator[bytes]:
-    yield sse_event({"type": "message_start", "message": message})
-    yield sse_event({"type": "ping"})
-    blocks = ContentBlocks()
-    try:
-        async for _, event in run.events():
-            if isinstance(event, Finish):
-                for payload in blocks.close():
-                    yield sse_event(payload)
-                yield sse_event({
-                    "type": "message_delta",
-                    "delta": {"stop_reason": stop_reason(event),
-                              "stop_sequence": event.done.stop_string},
-                    "usage": {"output_tokens": event.done.completion_tokens},
-                })
-                continue
-            for payload in blocks.add(event):
-                yield sse_event(payload)
-    except Exception as exc:  # headers are gone: report in-band, as Anthropic does
-        yield sse_event(error_body(exc)[0])
-        return
-    yield sse_event({"type": "message_stop"})
+    def feed(self, index: int, event: ChatEvent) -> list[dict[str, Any]]:
+        if not isinstance(event, Finish):
+            return self._blocks.add(event)
+        self._finish = event
+        return [*self._blocks.close(), {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop_reason(event),
+                      "stop_sequence": event.done.stop_string},
+            "usage": {"output_tokens": event.done.completion_tokens},
+        }]
+
+    def end(self) -> list[dict[str, Any]]:
+        if self._finish is None:
+            raise RuntimeError("generation ended without a result")
+        return [{"type": "message_stop"}]
+
+    def fail(self, exc: Exception) -> list[dict[str, Any]]:
+        return [error_body(exc)[0]]  # headers are gone: reported in-band, as Anthropic does
+
+    def result(self) -> dict[str, Any]:
+        assert self._finish is not None
+        counts = TokenUsage.of([self._finish.done], shared_prompt=True)
+        return {
+            **self._message,
+            "content": self._blocks.blocks,
+            "stop_reason": stop_reason(self._finish),
+            "stop_sequence": self._finish.done.stop_string,
+            "usage": {"input_tokens": counts.prompt, "output_tokens": counts.completion},
+        }
 
 
 # -- errors ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lmserve.api.chat_session import ChatSpec
+from lmserve.api.chat.spec import ChatSpec
 from lmserve.engine import SamplingParams
 
 

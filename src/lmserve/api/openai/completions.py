@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from lmserve.api.deps import get_manager
-from lmserve.api.disconnect import ClientDisconnectedError, unless_disconnected
-from lmserve.api.errors import APIError, as_api_error, error_body
+from lmserve.api.errors import APIError
+from lmserve.api.generation import GenerationRun, finish_reason
 from lmserve.api.openai.chat import native_extras
-from lmserve.api.openai.generation import finish_reason, merge
-from lmserve.api.openai.protocol import CompletionRequest, new_id, now, usage
-from lmserve.api.sse import DONE, sse_data, sse_response
+from lmserve.api.openai.chunks import ChunkTranslator, Extras
+from lmserve.api.openai.protocol import CompletionRequest, new_id, now
+from lmserve.api.serving import respond, stream
+from lmserve.api.sse import sse_response
 from lmserve.engine import Delta, Done, PromptLogprobs
-from lmserve.engine.request import ContextOverflowError, TokenLogprob
+from lmserve.engine.request import ContextOverflowError, Event, TokenLogprob
 from lmserve.models import GenerationStream, Model, ModelManager
 
 router = APIRouter()
@@ -72,23 +73,16 @@ async def _create(body: CompletionRequest, request: Request, manager: ModelManag
             raise APIError(400, str(exc), param="prompt",
                            code="context_length_exceeded") from exc
         raise
-    head = {"id": new_id("cmpl"), "created": now(), "model": model.id}
-    extras = (lambda done: native_extras(model, done)) if native else None
-    choices = [_Choice(model, prompt, echo=body.echo, logprobs=body.logprobs is not None)
-               for prompt in prompts]
+    run = GenerationRun(streams)
+    translator = CompletionTranslator(
+        {"id": new_id("cmpl"), "created": now(), "model": model.id},
+        [_Choice(model, prompt, echo=body.echo, logprobs=body.logprobs is not None)
+         for prompt in prompts],
+        include_usage=body.include_usage,
+        extras=(lambda done: native_extras(model, done)) if native else None)
     if body.stream:
-        return sse_response(_chunks(streams, choices, head, body.include_usage, extras))
-    try:
-        dones = await unless_disconnected(request, _collect(streams, choices))
-    except ClientDisconnectedError:
-        return Response(status_code=499)
-    out = {**head, "object": "text_completion", "usage": _usage(dones), "choices": [
-        {"index": i, "text": c.text, "logprobs": c.logprobs,
-         "finish_reason": finish_reason(done)}
-        for i, (c, done) in enumerate(zip(choices, dones, strict=True))]}
-    if extras:
-        out.update(extras(dones[0]))
-    return JSONResponse(out)
+        return sse_response(stream(run, translator))
+    return await respond(request, run, translator)
 
 
 class _Choice:
@@ -146,56 +140,34 @@ def _token_text(piece: bytes) -> str:
     return piece.decode("utf-8", errors="replace")
 
 
-async def _collect(streams: list[GenerationStream], choices: list[_Choice]) -> list[Done]:
-    dones: dict[int, Done] = {}
-    for c in choices:
-        c.start()
-    async for i, event in merge(streams):
+class CompletionTranslator(ChunkTranslator):
+    """Engine events as text_completion chunks, and the text_completion they add up to."""
+
+    chunk_object = "text_completion"
+    shared_prompt = False  # each choice has a prompt of its own
+
+    def __init__(self, head: dict[str, Any], choices: list[_Choice], *, include_usage: bool,
+                 extras: Extras | None) -> None:
+        super().__init__(head, len(choices), include_usage=include_usage, extras=extras)
+        self._choices = choices
+
+    def start(self) -> list[dict[str, Any]]:
+        return [self._chunk(i, text, None) for i, c in enumerate(self._choices)
+                if (text := c.start())]
+
+    def feed(self, index: int, event: Event) -> list[dict[str, Any]]:
         if isinstance(event, Done):
-            dones[i] = event
-        else:
-            choices[i].take(event)
-    return [dones[i] for i in range(len(choices))]
+            self.dones[index] = event
+            return [self._chunk(index, "", None, finish_reason(event))]
+        return [self._chunk(index, *self._choices[index].take(event))]
 
+    def result(self) -> dict[str, Any]:
+        return {**self.head, "object": "text_completion", "usage": self.usage(),
+                "choices": [{"index": i, "text": c.text, "logprobs": c.logprobs,
+                             "finish_reason": finish_reason(self.dones[i])}
+                            for i, c in enumerate(self._choices)], **self.extra()}
 
-def _usage(dones: list[Done]) -> dict[str, Any]:
-    return usage(sum(d.prompt_tokens for d in dones), sum(d.completion_tokens for d in dones),
-                 sum(d.cached_tokens for d in dones))
-
-
-async def _chunks(
-    streams: list[GenerationStream], choices: list[_Choice], head: dict[str, Any],
-    include_usage: bool, extras: Callable[[Done], dict[str, Any]] | None = None,
-) -> AsyncIterator[bytes]:
-    def chunk(i: int, text: str, logprobs: dict[str, Any] | None,
-              finish: str | None = None) -> bytes:
-        payload: dict[str, Any] = {
-            **head,
-            "object": "text_completion",
-            "choices": [{"index": i, "text": text, "logprobs": logprobs,
-                         "finish_reason": finish}],
-        }
-        if include_usage:
-            payload["usage"] = None
-        return sse_data(payload)
-
-    for i, c in enumerate(choices):
-        if text := c.start():
-            yield chunk(i, text, None)
-    dones: list[Done] = []
-    try:
-        async for i, event in merge(streams):
-            if isinstance(event, Done):
-                dones.append(event)
-                yield chunk(i, "", None, finish_reason(event))
-            else:
-                yield chunk(i, *choices[i].take(event))
-        if include_usage or extras:
-            final = {**head, "object": "text_completion", "choices": [], "usage": _usage(dones)}
-            if extras and dones:
-                final.update(extras(dones[0]))
-            yield sse_data(final)
-    except Exception as exc:
-        err = as_api_error(exc)
-        yield sse_data(error_body(err.message, err.type, err.param, err.code))
-    yield DONE
+    def _chunk(self, i: int, text: str, logprobs: dict[str, Any] | None,
+               finish: str | None = None) -> dict[str, Any]:
+        return self.chunk({"index": i, "text": text, "logprobs": logprobs,
+                           "finish_reason": finish})

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 from array import array
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from lmserve.api.deps import get_manager
-from lmserve.api.disconnect import ClientDisconnectedError, unless_disconnected
 from lmserve.api.errors import APIError
 from lmserve.api.openai.protocol import EmbeddingRequest
+from lmserve.api.serving import respond_with
 from lmserve.models import Model, ModelManager
 
 router = APIRouter()
@@ -60,17 +61,17 @@ async def create_embeddings(
                             "and does not support shortening them with 'dimensions'.",
                        param="dimensions")
     inputs = _inputs(body, model)
-    try:
-        vectors = await unless_disconnected(request, model.embed(inputs))
-    except ClientDisconnectedError:
-        return Response(status_code=499)
-    n_tokens = sum(len(t) for t in inputs)
-    return JSONResponse({
-        "object": "list",
-        "data": [
-            {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
-            for i, v in enumerate(vectors)
-        ],
-        "model": model.id,
-        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
-    })
+
+    async def embeddings() -> dict[str, Any]:
+        vectors = await model.embed(inputs)
+        n_tokens = sum(len(t) for t in inputs)
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i,
+                      "embedding": _encode(v, body.encoding_format)}
+                     for i, v in enumerate(vectors)],
+            "model": model.id,
+            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+        }
+
+    return await respond_with(request, embeddings())

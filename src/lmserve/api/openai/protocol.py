@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from lmserve.api.chat_session import ChatSpec
+from lmserve.api.chat.spec import ChatSpec
 from lmserve.api.null_unset import NullMeansUnset
+from lmserve.api.usage import TokenUsage
 from lmserve.engine import SamplingParams
+from lmserve.engine.request import TokenLogprob
 
 # The functions API had no call ids: past calls get this one when rendered as tools.
 LEGACY_CALL_ID = "call_function"
@@ -294,10 +297,27 @@ def now() -> int:
     return int(time.time())
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+def usage(counts: TokenUsage) -> dict[str, Any]:
     return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        "prompt_tokens": counts.prompt,
+        "completion_tokens": counts.completion,
+        "total_tokens": counts.prompt + counts.completion,
+        "prompt_tokens_details": {"cached_tokens": counts.cached},
+    }
+
+
+def logprobs_object(entries: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """OpenAI's `choice.logprobs` for a chat completion."""
+    def token(piece: bytes) -> str:
+        return piece.decode("utf-8", errors="replace")
+
+    return {
+        "content": [{
+            "token": token(e.piece),
+            "logprob": e.logprob,
+            "bytes": list(e.piece),
+            "top_logprobs": [{"token": token(p), "logprob": lp, "bytes": list(p)}
+                             for _, p, lp in e.top],
+        } for e in entries],
+        "refusal": None,
     }

@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import copy
-import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from lmserve.api.chat_session import (
-    ChatEvent,
-    ChatRun,
-    ChatSpec,
-    Finish,
-    LogprobsDelta,
-    logprobs_object,
-    start_chat,
-)
+from lmserve.api.chat import ChatEvent, ChatRun, ChatSpec, Finish, LogprobsHold, start_chat
 from lmserve.api.deps import get_manager
-from lmserve.api.disconnect import ClientDisconnectedError, unless_disconnected
 from lmserve.api.errors import APIError, as_api_error
+from lmserve.api.openai.protocol import logprobs_object
 from lmserve.api.openai.response_store import ResponseStore, StoredResponse, get_store
 from lmserve.api.openai.responses_protocol import ResponseRequest, conversation_messages
-from lmserve.api.sse import sse_response
+from lmserve.api.serving import respond, stream
+from lmserve.api.sse import sse_response, sse_typed
+from lmserve.api.usage import TokenUsage
 from lmserve.models import Model, ModelManager
 from lmserve.parsers import ContentDelta, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
 
@@ -52,17 +45,11 @@ async def create_response(
     context = [*_previous_conversation(store, body.previous_response_id), *body.input_items()]
     spec = body.chat_spec(conversation_messages(body.instructions, context))
     run = _start(model, spec)
-    builder = ResponseBuilder(_head(body, model.id, spec), _token_counter(model))
-    keep = _keeper(store, context) if body.stores else None
+    builder = ResponseBuilder(_head(body, model.id, spec), _token_counter(model),
+                              keep=_keeper(store, context) if body.stores else None)
     if body.streams:
-        return sse_response(stream_response(run, builder, keep))
-    try:
-        response = await unless_disconnected(request, _drain(run, builder))
-    except ClientDisconnectedError:
-        return Response(status_code=499)
-    if keep:
-        keep(response)
-    return JSONResponse(response)
+        return sse_response(stream(run, builder))
+    return await respond(request, run, builder)
 
 
 @router.get("/v1/responses/{response_id}")
@@ -177,13 +164,20 @@ class ResponseBuilder:
     them. The non-streaming route goes the same way and drops the events, so both
     return the same response."""
 
-    def __init__(self, head: dict[str, Any], count_tokens: Callable[[str], int]) -> None:
+    closing = b""
+    frame = staticmethod(sse_typed)
+
+    def __init__(self, head: dict[str, Any], count_tokens: Callable[[str], int],
+                 keep: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.head = head
+        # Stores a finished response before the client hears it is done, so that it
+        # can follow up at once.
+        self._keep = keep
         self.output: list[dict[str, Any]] = []
         self.final: dict[str, Any] | None = None  # set once the response has ended
         self._count_tokens = count_tokens
         self._open: _OpenItem | None = None
-        self._pending_logprobs: list = []
+        self._held = LogprobsHold()
         self._reasoning: list[str] = []
         self._sequence = 0
 
@@ -208,12 +202,11 @@ class ResponseBuilder:
         return [self._event("response.created", response=snapshot),
                 self._event("response.in_progress", response=snapshot)]
 
-    def feed(self, event: ChatEvent) -> list[dict[str, Any]]:
-        if isinstance(event, LogprobsDelta):
-            self._pending_logprobs.extend(event.entries)
+    def feed(self, index: int, event: ChatEvent) -> list[dict[str, Any]]:
+        entries = self._held.take(index, event)
+        if entries is None:
             return []
         # Log-probabilities belong to the text they produced; elsewhere they are dropped.
-        entries, self._pending_logprobs = self._pending_logprobs, []
         if isinstance(event, ContentDelta):
             return self._text("message", event.text, entries)
         if isinstance(event, ReasoningDelta):
@@ -226,6 +219,15 @@ class ResponseBuilder:
         if isinstance(event, Finish):
             return self._finish(event)
         return []
+
+    def end(self) -> list[dict[str, Any]]:
+        if self.final is None:
+            raise RuntimeError("generation ended without a result")
+        return []
+
+    def result(self) -> dict[str, Any]:
+        assert self.final is not None
+        return self.final
 
     def fail(self, exc: Exception) -> list[dict[str, Any]]:
         """The events that end a stream whose generation broke: headers are gone, so
@@ -344,22 +346,23 @@ class ResponseBuilder:
             self.final = self.response("completed", usage=usage,
                                        completed_at=int(time.time()))
             events.append(self._event("response.completed", response=self.final))
+        if self._keep:
+            self._keep(self.final)
         return events
 
     def _usage(self, finish: Finish) -> dict[str, Any]:
-        done = finish.done
+        counts = TokenUsage.of([finish.done], shared_prompt=True)
         reasoning = self._count_tokens("".join(self._reasoning)) if self._reasoning else 0
         return {
-            "input_tokens": done.prompt_tokens,
+            "input_tokens": counts.prompt,
             "input_tokens_details": {
-                "cached_tokens": done.cached_tokens,
+                "cached_tokens": counts.cached,
                 # The prompt tokens evaluated now stay in the slot's KV cache for reuse.
-                "cache_write_tokens": done.prompt_tokens - done.cached_tokens,
+                "cache_write_tokens": counts.prompt - counts.cached,
             },
-            "output_tokens": done.completion_tokens,
-            "output_tokens_details": {"reasoning_tokens": min(reasoning,
-                                                              done.completion_tokens)},
-            "total_tokens": done.prompt_tokens + done.completion_tokens,
+            "output_tokens": counts.completion,
+            "output_tokens_details": {"reasoning_tokens": min(reasoning, counts.completion)},
+            "total_tokens": counts.prompt + counts.completion,
         }
 
 
@@ -369,44 +372,3 @@ def _output_text(text: str, logprobs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _reasoning_text(text: str) -> dict[str, Any]:
     return {"type": "reasoning_text", "text": text}
-
-
-# -- driving a run ------------------------------------------------------------------------
-
-
-async def _drain(run: ChatRun, builder: ResponseBuilder) -> dict[str, Any]:
-    try:
-        async for _, event in run.events():
-            builder.feed(event)
-    finally:
-        run.cancel()
-    if builder.final is None:
-        raise RuntimeError("generation ended without a result")
-    return builder.final
-
-
-def sse_event(event: dict[str, Any]) -> bytes:
-    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {event['type']}\ndata: {data}\n\n".encode()
-
-
-async def stream_response(run: ChatRun, builder: ResponseBuilder,
-                          keep: Callable[[dict[str, Any]], None] | None
-                          ) -> AsyncIterator[bytes]:
-    try:
-        for event in builder.start():
-            yield sse_event(event)
-        async for _, chat_event in run.events():
-            events = builder.feed(chat_event)
-            # Stored before the client hears it is done, so it can follow up at once.
-            if keep and builder.final is not None and isinstance(chat_event, Finish):
-                keep(builder.final)
-            for event in events:
-                yield sse_event(event)
-        if builder.final is None:
-            raise RuntimeError("generation ended without a result")
-    except Exception as exc:
-        for event in builder.fail(exc):
-            yield sse_event(event)
-    finally:
-        run.cancel()

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
-from lmserve.api.chat_session import ChatSpec
+from lmserve.api.chat.spec import ChatSpec
 from lmserve.api.null_unset import NullMeansUnset
 from lmserve.engine import SamplingParams
 

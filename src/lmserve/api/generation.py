@@ -10,6 +10,20 @@ from lmserve.engine.request import Event
 from lmserve.models import GenerationStream
 
 
+class GenerationRun:
+    """Several engine streams run as one request: their events merged, cancelled together."""
+
+    def __init__(self, streams: list[GenerationStream]) -> None:
+        self.streams = streams
+
+    def events(self) -> AsyncIterator[tuple[int, Event]]:
+        return merge(self.streams)
+
+    def cancel(self) -> None:
+        for s in self.streams:
+            s.cancel()
+
+
 def finish_reason(done: Done) -> str:
     return "length" if done.finish_reason == "length" else "stop"
 

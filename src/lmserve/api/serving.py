@@ -1,0 +1,92 @@
+"""The one serving path every API family shares.
+
+A family is a translator: `start`, `feed` and `end` turn a run's events into the
+family's stream events (and build its whole response on the way), `fail` reports a
+run that broke after the headers were sent. `stream` sends those events as
+Server-Sent Events; `respond` drops them and answers with the whole response, or with
+499 when the client left first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Protocol
+
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import Request
+
+from lmserve.api.disconnect import ClientDisconnectedError, unless_disconnected
+
+
+class Run(Protocol):
+    def events(self) -> AsyncIterator[tuple[int, Any]]:
+        """(choice index, event) pairs, until the run ends."""
+        ...
+
+    def cancel(self) -> None: ...
+
+
+class Translator(Protocol):
+    # Sent after the last event, even after a failure (OpenAI's `data: [DONE]`).
+    closing: bytes
+
+    def start(self) -> list[Any]: ...
+
+    def feed(self, index: int, event: Any) -> list[Any]: ...
+
+    def end(self) -> list[Any]:
+        """After the run's last event; raises when the run ended without a result."""
+        ...
+
+    def fail(self, exc: Exception) -> list[Any]: ...
+
+    def result(self) -> dict[str, Any]:
+        """The whole response, once `end` has returned."""
+        ...
+
+    def frame(self, event: Any) -> bytes:
+        """One stream event on the wire."""
+        ...
+
+
+async def stream(run: Run, translator: Translator) -> AsyncIterator[bytes]:
+    try:
+        for event in translator.start():
+            yield translator.frame(event)
+        async for index, item in run.events():
+            for event in translator.feed(index, item):
+                yield translator.frame(event)
+        for event in translator.end():
+            yield translator.frame(event)
+    except Exception as exc:  # headers are gone: the failure is reported in-band
+        for event in translator.fail(exc):
+            yield translator.frame(event)
+    finally:
+        run.cancel()
+    if translator.closing:
+        yield translator.closing
+
+
+async def collect(run: Run, translator: Translator) -> dict[str, Any]:
+    try:
+        translator.start()
+        async for index, item in run.events():
+            translator.feed(index, item)
+        translator.end()
+    finally:
+        run.cancel()
+    return translator.result()
+
+
+async def respond(request: Request, run: Run, translator: Translator) -> Response:
+    return await respond_with(request, collect(run, translator))
+
+
+async def respond_with(request: Request, work: Awaitable[dict[str, Any]]) -> Response:
+    """The work's result as JSON; 499 when the client goes away first (the work is
+    cancelled, and with it its engine requests)."""
+    try:
+        body = await unless_disconnected(request, work)
+    except ClientDisconnectedError:
+        return Response(status_code=499)
+    return JSONResponse(body)
