@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lmserve import __version__, config
+from lmserve import __version__, config, defaults
 from lmserve.api_keys import API_KEY_ENV
 from lmserve.client import CommandError, auth_headers, local_address
 from lmserve.commands import (
@@ -120,13 +120,15 @@ def server_start(
                                              "[default: configured, 127.0.0.1]")] = None,
     model: Annotated[str | None, typer.Option(help="Model key, GGUF file, or 'none' "
                                               "[default: the bundled SmolLM2-135M]")] = None,
-    context_length: Annotated[int | None, typer.Option(help="Context tokens per request "
-                                                       "slot [default: configured, 4096]")]
-    = None,
-    parallel: Annotated[int | None, typer.Option(help="Requests generated at once "
-                                                 "[default: configured, 4]", min=1)] = None,
-    max_queue: Annotated[int | None, typer.Option(help="Requests that may wait for a slot "
-                                                  "before new ones get 503", min=0)] = None,
+    context_length: Annotated[int | None, typer.Option(
+        help=f"Context tokens per request slot [default: configured, "
+        f"{defaults.CONTEXT_LENGTH}]")] = None,
+    parallel: Annotated[int | None, typer.Option(
+        help=f"Requests generated at once [default: configured, {defaults.PARALLEL}]",
+        min=1)] = None,
+    max_queue: Annotated[int | None, typer.Option(
+        help="Requests that may wait for a slot before new ones get 503 "
+        f"[default: configured, {defaults.MAX_QUEUE}]", min=0)] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads per model "
                                                 "[default: configured, all cores]", min=1)]
     = None,

@@ -29,6 +29,8 @@ from typing import Any
 
 import platformdirs
 
+from lmserve import defaults
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 1234
 
@@ -72,9 +74,9 @@ class ServerSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     model: str | None = None  # a GGUF path or model id; None = the bundled model
-    context_length: int = 4096  # per slot: what one conversation can hold
-    parallel: int = 4
-    max_queue: int = 64
+    context_length: int = defaults.CONTEXT_LENGTH
+    parallel: int = defaults.PARALLEL
+    max_queue: int = defaults.MAX_QUEUE
     cors: bool = True
     threads: int | None = None
     share_cpu: bool = True  # fewer threads while other processes keep the cores busy
@@ -90,9 +92,9 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     host: str = DEFAULT_HOST
     cors: bool = True
-    context_length: int = 4096
-    parallel: int = 4
-    max_queue: int = 64
+    context_length: int = defaults.CONTEXT_LENGTH
+    parallel: int = defaults.PARALLEL
+    max_queue: int = defaults.MAX_QUEUE
     threads: int = 0  # CPU threads per model; 0 = all cores
     share_cpu: bool = True  # decode with fewer threads while other processes are busy
     log_format: str = "text"

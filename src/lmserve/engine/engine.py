@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import llama_cpp as L
 import numpy as np
 
+from lmserve import defaults
 from lmserve.engine.cpu_share import CpuShare
 from lmserve.engine.detokenizer import Detokenizer
 from lmserve.engine.llama import LlamaModel
@@ -108,11 +109,11 @@ class Engine:
         self,
         model: LlamaModel,
         *,
-        n_slots: int = 4,
-        n_ctx_slot: int = 4096,
-        n_batch: int = 512,
+        n_slots: int = defaults.PARALLEL,
+        n_ctx_slot: int = defaults.CONTEXT_LENGTH,
+        n_batch: int = defaults.BATCH_SIZE,
         n_threads: int | None = None,
-        max_queue: int = 64,
+        max_queue: int = defaults.MAX_QUEUE,
         share_cpu: bool = True,
         name: str = "model",
     ) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmserve import defaults
 from lmserve.engine import (
     Done,
     EmbeddingRequest,
@@ -105,9 +106,9 @@ class GenerationStream:
 class LoadConfig:
     """How an instance is loaded; `ttl` is idle seconds before unloading (None: never)."""
 
-    context_length: int = 4096
-    parallel: int = 4
-    max_queue: int = 64
+    context_length: int = defaults.CONTEXT_LENGTH
+    parallel: int = defaults.PARALLEL
+    max_queue: int = defaults.MAX_QUEUE
     threads: int | None = None
     share_cpu: bool = True
     ttl: float | None = None
