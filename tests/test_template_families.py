@@ -4,6 +4,7 @@ a reasoning template and with a Hermes-style tool template (copies of the GGUF w
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -24,6 +25,15 @@ THINK_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
 )
+# Reasoning templates read `enable_thinking` (Qwen3) or `reasoning_effort` (gpt-oss).
+EFFORT_TEMPLATE = (
+    "{% if enable_thinking is defined %}[thinking {{ 'on' if enable_thinking else 'off' }}]"
+    "{% endif %}{% if reasoning_effort is defined %}[effort {{ reasoning_effort }}]{% endif %}"
+    "{% if persona is defined %}[persona {{ persona }}]{% endif %}"
+    # Plain-text turns: the logged prompt is detokenized, without control tokens.
+    "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
 WEATHER = {"type": "function", "function": {
     "name": "get_weather",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -40,14 +50,21 @@ def _with_template(root: Path, repo: str, template: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
+def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("templated")
     _with_template(root, "smollm2-think", THINK_TEMPLATE)
     _with_template(root, "smollm2-hermes", TOOL_TEMPLATE)
-    proc = ServerProcess("--parallel", "1", "--model", "none",
+    _with_template(root, "smollm2-effort", EFFORT_TEMPLATE)
+    # Prompts are logged, so the tests can read what the template rendered.
+    proc = ServerProcess("--parallel", "1", "--model", "none", "--log-prompts",
                          env={"LMSERVE_MODELS_DIR": str(root)})
-    yield openai.OpenAI(base_url=proc.base_url, api_key="x", max_retries=0)
+    yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
 
 
 def test_reasoning_goes_to_reasoning_content(client):
@@ -85,3 +102,46 @@ def test_hermes_template_renders_tools_and_calls_parse(client):
     assert call.function.name == "get_weather"
     jsonschema.validate(json.loads(call.function.arguments),
                         WEATHER["function"]["parameters"])
+
+
+def _last_prompt(server: ServerProcess) -> str:
+    """The prompt the server logged last, as the template rendered it (one request runs
+    at a time here)."""
+    lines = [line for line in server.log().splitlines() if "prompt '" in line]
+    assert lines, server.log()[-2000:]
+    logged = lines[-1].split("prompt ", 1)[1].rsplit("; output", 1)[0]
+    return ast.literal_eval(logged)
+
+
+@pytest.mark.parametrize(("ask", "expected"), [
+    ({}, ""),
+    ({"reasoning_effort": "none"}, "[thinking off]"),
+    ({"reasoning_effort": "high"}, "[thinking on][effort high]"),
+    ({"reasoning_effort": "low", "chat_template_kwargs": {"persona": "pirate"}},
+     "[thinking on][effort low][persona pirate]"),
+    # Explicit template variables win over the ones reasoning_effort sets.
+    ({"reasoning_effort": "high", "chat_template_kwargs": {"enable_thinking": False}},
+     "[thinking off][effort high]"),
+])
+def test_reasoning_controls_reach_the_template(server, ask, expected):
+    reply = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
+        "model": "test/smollm2-effort", "max_tokens": 1, **ask,
+        "messages": [{"role": "user", "content": "Hi"}]})
+    assert reply.status_code == 200, reply.text
+    assert _last_prompt(server) == expected + "user: Hi\nassistant:"
+
+
+def test_reasoning_effort_on_responses_reaches_the_template(server, client):
+    reply = client.responses.create(model="test/smollm2-effort", input="Hi",
+                                    max_output_tokens=16, reasoning={"effort": "medium"})
+    assert reply.reasoning.effort == "medium"
+    assert _last_prompt(server).startswith("[thinking on][effort medium]user: Hi\n")
+
+
+def test_template_variables_the_server_sets_are_refused(server):
+    reply = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
+        "model": "test/smollm2-effort", "max_tokens": 1,
+        "chat_template_kwargs": {"messages": []},
+        "messages": [{"role": "user", "content": "Hi"}]})
+    assert reply.status_code == 400
+    assert "messages cannot be set here" in reply.json()["error"]["message"]

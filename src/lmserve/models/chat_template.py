@@ -34,6 +34,11 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+# The names render() and the template's globals set themselves.
+RESERVED_VARIABLES = frozenset({"messages", "tools", "add_generation_prompt", "bos_token",
+                                "eos_token", "raise_exception", "strftime_now"})
+
+
 class ChatTemplate:
     def __init__(self, source: str | None, *, bos_token: str, eos_token: str) -> None:
         self.source = source or FALLBACK_TEMPLATE
@@ -51,9 +56,13 @@ class ChatTemplate:
         *,
         tools: list[dict[str, Any]] | None = None,
         add_generation_prompt: bool = True,
+        variables: dict[str, Any] | None = None,
     ) -> str:
+        """`variables` are further names the template may read (`enable_thinking`, ...);
+        they cannot replace the ones set here (RESERVED_VARIABLES)."""
         try:
             return self._template.render(
+                **(variables or {}),
                 messages=messages,
                 tools=tools,
                 add_generation_prompt=add_generation_prompt,

@@ -70,6 +70,7 @@ def render_prompt(model: Model, spec: ChatSpec) -> ChatPrompt:
     messages = template_messages(spec.messages, native_tools)
     if functions and not native_tools:
         messages = [{"role": "system", "content": tools_system_prompt(functions)}, *messages]
-    text = model.template.render(messages, tools=spec.tools if native_tools else None)
+    text = model.template.render(messages, tools=spec.tools if native_tools else None,
+                                 variables=spec.template_variables)
     family = family_for_template(template) if native_tools else "generic"
     return ChatPrompt(text, model.tokenize_rendered(text), functions, family)

@@ -23,3 +23,5 @@ class ChatSpec:
     # Streamed replies send tool-call arguments as they are generated; whole replies
     # check each call whole first, so that a malformed one stays in the content.
     stream: bool = False
+    # Extra chat-template variables: reasoning controls, `chat_template_kwargs`.
+    template_variables: dict[str, Any] = field(default_factory=dict)

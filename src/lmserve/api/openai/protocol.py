@@ -8,16 +8,30 @@ import time
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
+from lmserve.api.chat.reasoning import reasoning_variables
 from lmserve.api.chat.spec import ChatSpec
 from lmserve.api.null_unset import NullMeansUnset
 from lmserve.api.usage import TokenUsage
 from lmserve.engine import SamplingParams
 from lmserve.engine.request import TokenLogprob
+from lmserve.models.chat_template import RESERVED_VARIABLES
 
 # The functions API had no call ids: past calls get this one when rendered as tools.
 LEGACY_CALL_ID = "call_function"
+
+
+def _free_template_names(variables: dict[str, Any]) -> dict[str, Any]:
+    taken = sorted(RESERVED_VARIABLES & variables.keys())
+    if taken:
+        raise ValueError(f"{', '.join(taken)} cannot be set here: the server sets "
+                         f"{'it' if len(taken) == 1 else 'them'} from the request.")
+    return variables
+
+
+# Chat-template variables passed through (as vLLM and llama-server allow).
+TemplateVariables = Annotated[dict[str, Any], AfterValidator(_free_template_names)]
 
 
 class _Request(NullMeansUnset):
@@ -217,6 +231,8 @@ class ChatCompletionRequest(_Sampling):
     response_format: ResponseFormat | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    chat_template_kwargs: TemplateVariables | None = None
 
     @model_validator(mode="after")
     def _tools_or_functions(self) -> ChatCompletionRequest:
@@ -254,6 +270,8 @@ class ChatCompletionRequest(_Sampling):
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,
             n=self.n,
             stream=self.stream,
+            template_variables={**reasoning_variables(self.reasoning_effort),
+                                **(self.chat_template_kwargs or {})},
         )
 
     def token_limit(self) -> int | None:

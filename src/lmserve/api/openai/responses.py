@@ -132,7 +132,8 @@ def _head(body: ResponseRequest, model_id: str, spec: ChatSpec) -> dict[str, Any
         "tools": body.echo_tools(),
         "tool_choice": body.echo_tool_choice(),
         "text": body.echo_text(),
-        "reasoning": None,
+        "reasoning": {"effort": body.reasoning.effort, "summary": None}
+        if body.reasoning else None,
         "truncation": "disabled",
         "background": False,
         "store": body.stores,

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
+from lmserve.api.chat.reasoning import reasoning_variables
 from lmserve.api.chat.spec import ChatSpec
 from lmserve.api.null_unset import NullMeansUnset
 from lmserve.engine import SamplingParams
@@ -120,6 +121,11 @@ class TextParam(_Open):
     format: TextFormat = Field(default_factory=lambda: FormatText(type="text"))
 
 
+class ReasoningParam(_Open):
+    effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+
+
 class ResponseRequest(_Open):
     model: str = Field(min_length=1)
     input: list[InputItem] | str  # the list first: its errors are the useful ones
@@ -137,6 +143,7 @@ class ResponseRequest(_Open):
     metadata: dict[str, str] | None = None
     include: list[str] | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    reasoning: ReasoningParam | None = None
 
     @property
     def stores(self) -> bool:
@@ -172,6 +179,8 @@ class ResponseRequest(_Open):
             json_schema=self._json_schema(),
             logprobs=(self.top_logprobs or 0) if self.with_logprobs else None,
             stream=self.streams,
+            template_variables=reasoning_variables(self.reasoning.effort if self.reasoning
+                                                   else None),
         )
 
     def _chat_tool_choice(self) -> str | dict[str, Any]:
