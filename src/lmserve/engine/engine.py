@@ -1,13 +1,14 @@
 """The engine: one thread owns a llama.cpp context and serves many requests at once.
 
-Each tick it admits queued requests into free slots (reusing the longest cached prefix),
-builds one batch (one token per decoding slot plus prompt chunks of prefilling slots),
-calls llama_decode once, samples a token per slot and streams the text out.
+Named as llama.cpp's server names things: a `Slot` is a KV sequence, a `Task` the
+request running on it. Each tick admits queued requests into free slots (reusing the
+longest cached prefix), then fills one batch (one token per decoding slot plus prompt
+chunks of prefilling slots), decodes it, advances the slots and samples a token for each
+slot whose logits are ready, streaming the text out.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import os
@@ -21,7 +22,6 @@ import numpy as np
 
 from lmserve import defaults
 from lmserve.engine.cpu_share import CpuShare
-from lmserve.engine.detokenizer import Detokenizer
 from lmserve.engine.llama import LlamaModel
 from lmserve.engine.request import (
     ContextOverflowError,
@@ -35,7 +35,9 @@ from lmserve.engine.request import (
     Timings,
     TokenLogprob,
 )
-from lmserve.engine.sampling import build_sampler_chain, free_sampler_chain
+from lmserve.engine.sampling import build_sampler_chain
+from lmserve.engine.slot import Slot, SlotState
+from lmserve.engine.task import Task, TaskState
 
 log = logging.getLogger("lmserve.engine")
 
@@ -51,12 +53,6 @@ class QueueFullError(RuntimeError):
 
 class EngineStoppedError(RuntimeError):
     pass
-
-
-class SlotState(enum.Enum):
-    IDLE = "idle"
-    PREFILL = "prefill"
-    DECODE = "decode"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,30 +74,14 @@ class EngineStatus:
         return sum(s.state != SlotState.IDLE.value for s in self.slots)
 
 
-class Slot:
-    """One KV sequence of the context, with the request it is serving (if any)."""
+@dataclass(slots=True)
+class BatchShare:
+    """A slot's tokens in this tick's batch."""
 
-    def __init__(self, slot_id: int) -> None:
-        self.id = slot_id
-        self.cache: list[int] = []  # the tokens in this sequence's KV, by position
-        self.last_used = 0.0
-        self.state = SlotState.IDLE
-        self.req: GenerationRequest | None = None
-        self.pending: list[int] = []  # prompt tokens not yet in the KV
-        self.next_token: int | None = None  # sampled, to be decoded next tick
-        self.chain = None
-        self.detok: Detokenizer | None = None
-        self.logprobs: list[TokenLogprob] = []  # for tokens whose text is still held
-        self.prompt_logprobs: list[TokenLogprob] = []  # when the request scores its prompt
-        self.n_prompt = 0
-        self.n_reused = 0
-        self.n_generated = 0
-        self.t_admit = 0.0
-        self.t_prompt_done = 0.0
-        self.t_first = 0.0
-        self.i_batch = -1  # index of this slot's logits in the current batch
-        self.i_first = -1  # batch index of this slot's first token this tick
-        self.n_batch = 0  # tokens this slot put in the current batch
+    slot: Slot
+    first: int  # batch index of its first token
+    n_tokens: int
+    i_logits: int  # batch index of the logits to sample from, or -1 (prompt not read yet)
 
 
 class Engine:
@@ -166,7 +146,7 @@ class Engine:
         with self._cv:
             if self._stopping:
                 raise EngineStoppedError("the model is being unloaded")
-            free = sum(s.state is SlotState.IDLE for s in self.slots)
+            free = sum(s.task is None for s in self.slots)
             if len(self._waiting) >= free + self.max_queue:
                 raise QueueFullError(self.max_queue)
             self._waiting.append(req)
@@ -185,19 +165,21 @@ class Engine:
             self._cv.notify()
 
     def status(self) -> EngineStatus:
-        slots = [
-            SlotStatus(s.id, s.state.value, len(s.cache), s.req.id if s.req else None)
-            for s in self.slots
-        ]
+        slots = []
+        for s in self.slots:
+            task = s.task  # read once: the engine thread may end it meanwhile
+            state = task.state.value if task is not None else SlotState.IDLE.value
+            slots.append(SlotStatus(s.id, state, len(s.cache),
+                                    task.req.id if task is not None else None))
         return EngineStatus(slots=slots, queued=len(self._waiting), n_ctx_slot=self.n_ctx_slot)
 
     def request_state(self, request_id: int) -> str:
         """Where a submitted request is: "queued" for a slot, "prefilling" (reading its
         prompt), "generating", or "finished". Read without the lock, as status() is."""
         for slot in self.slots:
-            req = slot.req
-            if req is not None and req.id == request_id:
-                return "prefilling" if slot.state is SlotState.PREFILL else "generating"
+            task = slot.task
+            if task is not None and task.req.id == request_id:
+                return "prefilling" if task.state is TaskState.PREFILL else "generating"
         waiting = list(self._waiting)  # one C-level copy: safe against the engine thread
         return "queued" if any(req.id == request_id for req in waiting) else "finished"
 
@@ -208,7 +190,7 @@ class Engine:
 
     def pending_work(self) -> int:
         """Requests admitted, waiting or embedding: zero means the model is idle."""
-        busy = sum(s.state is not SlotState.IDLE for s in self.slots)
+        busy = sum(s.task is not None for s in self.slots)
         return busy + len(self._waiting) + len(self._embed_jobs)
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -228,13 +210,16 @@ class Engine:
                 self._admit()
                 if self._embed_jobs:
                     self._embed(self._embed_jobs.popleft())
-                if any(s.state is not SlotState.IDLE for s in self.slots):
-                    self._step()
+                if self._busy_slots():
+                    self._tick()
         except Exception as exc:  # a bug in the loop: fail everyone rather than hang them
             log.exception("engine %s crashed", self.name)
             self._fail_all(exc)
             return
         self._fail_all(EngineStoppedError("the server is shutting down"))
+
+    def _busy_slots(self) -> list[Slot]:
+        return [s for s in self.slots if s.task is not None]
 
     def _wait_for_work(self) -> bool:
         with self._cv:
@@ -246,15 +231,11 @@ class Engine:
         return not self._stopping
 
     def _has_work(self) -> bool:
-        return bool(
-            self._waiting
-            or self._embed_jobs
-            or any(s.state is not SlotState.IDLE for s in self.slots)
-        )
+        return bool(self._waiting or self._embed_jobs or self._busy_slots())
 
     def _drop_cancelled(self) -> None:
-        for slot in self.slots:
-            if slot.req is not None and slot.req.cancelled:
+        for slot in self._busy_slots():
+            if slot.task.req.cancelled:
                 self._finish(slot, "cancelled")
         if any(r.cancelled for r in self._waiting):
             with self._cv:
@@ -262,7 +243,7 @@ class Engine:
 
     def _admit(self) -> None:
         while True:
-            free = [s for s in self.slots if s.state is SlotState.IDLE]
+            free = [s for s in self.slots if s.task is None]
             if not free:
                 return
             with self._cv:
@@ -272,9 +253,9 @@ class Engine:
                 slot = self._best_slot(free, req.prompt)
                 # Claimed while the lock is held: submit() must not count it free while
                 # the request is set up, or the queue would admit one too many.
-                slot.state = SlotState.PREFILL
+                slot.task = Task(req)
             try:
-                self._start(slot, req)
+                self._start(slot)
             except Exception as exc:  # e.g. a grammar llama.cpp refuses
                 self._emit(req, Failed(exc))
                 self._finish(slot, "cancelled")
@@ -284,12 +265,12 @@ class Engine:
         # that recently used prefixes survive longer.
         return max(free, key=lambda s: (_common_prefix(s.cache, prompt), -s.last_used))
 
-    def _start(self, slot: Slot, req: GenerationRequest) -> None:
-        slot.req = req
-        slot.t_admit = time.perf_counter()
-        prompt = req.prompt
+    def _start(self, slot: Slot) -> None:
+        """Keeps the slot's KV that the prompt shares, so only the rest is read."""
+        task = slot.task
+        prompt = task.req.prompt
         keep = min(_common_prefix(slot.cache, prompt), len(prompt) - 1)  # one token to eval
-        if req.prompt_logprobs is not None:
+        if task.scoring:
             keep = 0  # cached tokens have no logits left to score them with
         if keep < len(slot.cache):
             if not L.llama_memory_seq_rm(self._mem, slot.id, keep, -1):
@@ -297,20 +278,24 @@ class Engine:
                 L.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
                 keep = 0
             del slot.cache[keep:]
-        slot.n_prompt = len(prompt)
-        slot.n_reused = keep
-        slot.n_generated = 0
-        slot.t_first = 0.0
-        slot.next_token = None
-        slot.pending = prompt[keep:]
-        slot.detok = Detokenizer(req.stop)
-        slot.logprobs = []
-        slot.prompt_logprobs = []
-        slot.chain = build_sampler_chain(req.sampling, self.model, prompt)
-        slot.state = SlotState.PREFILL
+        task.n_reused = keep
+        task.pending = prompt[keep:]
+        task.chain = build_sampler_chain(task.req.sampling, self.model, prompt)
 
-    def _step(self) -> None:
+    # -- one tick: fill the batch, decode, advance the slots, sample ------------------------
+
+    def _tick(self) -> None:
+        shares = self._fill_batch()
+        if not self._decode(shares):
+            return
+        self._advance(shares)
+        self._sample(shares)
+
+    def _fill_batch(self) -> list[BatchShare]:
+        """One token per decoding slot, then prompt chunks in admission order (so the
+        oldest prompt is read first) up to the prefill budget."""
         batch = self._batch
+        shares: list[BatchShare] = []
         n = 0
 
         def add(token: int, pos: int, seq: int, logits: bool) -> None:
@@ -322,138 +307,140 @@ class Engine:
             batch.logits[n] = logits
             n += 1
 
-        active = [s for s in self.slots if s.state is not SlotState.IDLE]
-        for s in active:
-            s.i_batch, s.n_batch = -1, 0
-            if s.state is SlotState.DECODE:
-                add(s.next_token, len(s.cache), s.id, True)
-                s.i_batch, s.n_batch = n - 1, 1
-        n_decode = n
+        busy = self._busy_slots()
+        for s in busy:
+            if s.task.state is TaskState.DECODE:
+                shares.append(BatchShare(s, n, 1, n))
+                add(s.task.next_token, len(s.cache), s.id, True)
         budget = min(self.n_batch - n, self._prefill_cap)
-        # Prefill in admission order, so the oldest prompt finishes first.
-        for s in sorted((s for s in active if s.state is SlotState.PREFILL),
-                        key=lambda s: s.t_admit):
+        for s in sorted((s for s in busy if s.task.state is TaskState.PREFILL),
+                        key=lambda s: s.task.t_admit):
             if budget <= 0:
                 break
-            scoring = s.req.prompt_logprobs is not None
+            task = s.task
             # Scoring keeps every position's logits: smaller chunks bound that buffer.
-            chunk = s.pending[:min(budget, _SCORE_CHUNK) if scoring else budget]
-            last = len(chunk) == len(s.pending)
-            base = len(s.cache)
-            s.i_first = n
+            chunk = task.pending[:min(budget, _SCORE_CHUNK) if task.scoring else budget]
+            last = len(chunk) == len(task.pending)
+            first, base = n, len(s.cache)
             for j, tok in enumerate(chunk):
-                add(tok, base + j, s.id, scoring or (last and j == len(chunk) - 1))
-            s.n_batch = len(chunk)
-            s.i_batch = n - 1 if last else -1
+                add(tok, base + j, s.id, task.scoring or (last and j == len(chunk) - 1))
+            shares.append(BatchShare(s, first, len(chunk), n - 1 if last else -1))
             budget -= len(chunk)
         batch.n_tokens = n
+        return shares
 
+    def _decode(self, shares: list[BatchShare]) -> bool:
         self._fit_threads()
-        ret = L.llama_decode(self._ctx, batch)
-        if ret == 1 and n > n_decode:
+        ret = L.llama_decode(self._ctx, self._batch)
+        n_prefill = sum(sh.n_tokens for sh in shares if sh.slot.task.state is TaskState.PREFILL)
+        if ret == 1 and n_prefill:
             # No KV room for this batch: retry next tick with a smaller prefill chunk.
-            self._prefill_cap = max(1, (n - n_decode) // 2)
-            return
+            self._prefill_cap = max(1, n_prefill // 2)
+            return False
         if ret != 0:
-            self._fail_batch(active, ret)
-            return
+            self._fail_batch(self._busy_slots(), ret)
+            return False
         self._prefill_cap = self.n_batch
+        return True
 
+    def _advance(self, shares: list[BatchShare]) -> None:
+        """The batch is in the KV: the slots' caches grow, prompts that are read end."""
         now = time.perf_counter()
-        for s in active:
-            if s.state is SlotState.DECODE:
-                s.cache.append(s.next_token)
-            elif s.n_batch:
-                if s.req.prompt_logprobs is not None:
-                    self._score_prompt_chunk(s)
-                s.cache.extend(s.pending[: s.n_batch])
-                del s.pending[: s.n_batch]
-                if not s.pending:
-                    s.state = SlotState.DECODE
-                    s.t_prompt_done = now
-                    if s.req.prompt_logprobs is not None:
-                        self._emit(s.req, PromptLogprobs(tuple(s.prompt_logprobs)))
-        for s in active:
-            if s.i_batch >= 0:
-                if s.req.max_tokens == 0:  # scoring only: nothing to generate
-                    self._finish(s, "length")
-                    continue
-                token = L.llama_sampler_sample(s.chain, self._ctx, s.i_batch)
-                self._on_token(s, token)
+        for share in shares:
+            slot, task = share.slot, share.slot.task
+            if task.state is TaskState.DECODE:
+                slot.cache.append(task.next_token)
+                continue
+            if task.scoring:
+                self._score_prompt_chunk(share)
+            slot.cache.extend(task.pending[:share.n_tokens])
+            del task.pending[:share.n_tokens]
+            if not task.pending:
+                task.state = TaskState.DECODE
+                task.t_prompt_done = now
+                if task.scoring:
+                    self._emit(task.req, PromptLogprobs(tuple(task.prompt_logprobs)))
 
-    def _score_prompt_chunk(self, slot: Slot) -> None:
+    def _sample(self, shares: list[BatchShare]) -> None:
+        for share in shares:
+            if share.i_logits < 0:
+                continue
+            slot = share.slot
+            if slot.task.req.max_tokens == 0:  # scoring only: nothing to generate
+                self._finish(slot, "length")
+                continue
+            token = L.llama_sampler_sample(slot.task.chain, self._ctx, share.i_logits)
+            self._on_token(slot, token, share.i_logits)
+
+    def _score_prompt_chunk(self, share: BatchShare) -> None:
         """Log-probabilities of the prompt tokens that this tick's chunk predicts."""
-        prompt, top_n = slot.req.prompt, slot.req.prompt_logprobs
+        slot, task = share.slot, share.slot.task
+        prompt, top_n = task.req.prompt, task.req.prompt_logprobs
         base = len(slot.cache)
-        for j in range(slot.n_batch):
+        for j in range(share.n_tokens):
             target = base + j + 1
             if target < len(prompt):
                 token = prompt[target]
-                slot.prompt_logprobs.append(self._logprob(
-                    slot.i_first + j, token, self.model.token_bytes(token, special=True),
+                task.prompt_logprobs.append(self._logprob(
+                    share.first + j, token, self.model.token_bytes(token, special=True),
                     top_n))
 
-    def _on_token(self, slot: Slot, token: int) -> None:
-        if not slot.t_first:
-            slot.t_first = time.perf_counter()
-        req = slot.req
+    def _on_token(self, slot: Slot, token: int, i_batch: int) -> None:
+        task = slot.task
+        if not task.t_first:
+            task.t_first = time.perf_counter()
+        req = task.req
         if self.model.is_eog(token):
             if req.logprobs is not None and req.logprobs_of_end:
                 piece = self.model.token_bytes(token, special=True)
-                slot.logprobs.append(self._logprob(slot.i_batch, token, piece, req.logprobs))
+                task.logprobs.append(self._logprob(i_batch, token, piece, req.logprobs))
             self._finish(slot, "stop")
             return
-        slot.n_generated += 1
+        task.n_generated += 1
         piece = self.model.token_bytes(token, special=req.render_special)
         if req.logprobs is not None:
-            slot.logprobs.append(self._logprob(slot.i_batch, token, piece, req.logprobs))
-        text, hit_stop = slot.detok.push(piece)
+            task.logprobs.append(self._logprob(i_batch, token, piece, req.logprobs))
+        text, hit_stop = task.detok.push(piece)
         if text:
-            self._emit(req, Delta(text, tuple(slot.logprobs)))
-            slot.logprobs.clear()
+            self._emit(req, Delta(text, tuple(task.logprobs)))
+            task.logprobs.clear()
         if hit_stop:
             self._finish(slot, "stop", flush=False)
-        elif req.max_tokens is not None and slot.n_generated >= req.max_tokens:
+        elif req.max_tokens is not None and task.n_generated >= req.max_tokens:
             self._finish(slot, "length")
         elif len(slot.cache) + 1 >= self.n_ctx_slot:  # prompt + output fill the context
             self._finish(slot, "length")
         else:
-            slot.next_token = token
+            task.next_token = token
 
     def _finish(self, slot: Slot, reason: str, *, flush: bool = True) -> None:
-        req = slot.req
+        task = slot.task
+        req = task.req
         now = time.perf_counter()
-        if flush and reason != "cancelled" and slot.detok is not None:
-            tail = slot.detok.flush()
-            if tail or slot.logprobs:
-                self._emit(req, Delta(tail, tuple(slot.logprobs)))
-        t_prompt_done = slot.t_prompt_done if slot.state is SlotState.DECODE else now
+        if flush and reason != "cancelled":
+            tail = task.detok.flush()
+            if tail or task.logprobs:
+                self._emit(req, Delta(tail, tuple(task.logprobs)))
+        t_prompt_done = task.t_prompt_done if task.state is TaskState.DECODE else now
         timings = Timings(
-            queued_s=slot.t_admit - req.submitted_at,
-            ttft_s=(slot.t_first or now) - req.submitted_at,
-            prompt_s=t_prompt_done - slot.t_admit,
+            queued_s=task.t_admit - req.submitted_at,
+            ttft_s=(task.t_first or now) - req.submitted_at,
+            prompt_s=t_prompt_done - task.t_admit,
             generation_s=now - t_prompt_done,
-            n_prompt_processed=slot.n_prompt - slot.n_reused,
+            n_prompt_processed=task.n_prompt - task.n_reused,
         )
-        stop = slot.detok.matched_stop if slot.detok is not None else None
-        done = Done(reason, slot.n_prompt, slot.n_generated, slot.n_reused, timings, stop)
+        done = Done(reason, task.n_prompt, task.n_generated, task.n_reused, timings,
+                    task.detok.matched_stop)
         self._emit(req, done)
         log.info(
             "%s request %d slot %d %s: prompt %d tok (%d cached) %.1f tok/s, "
             "generated %d tok %.1f tok/s, ttft %.3f s, queued %.3f s",
-            self.name, req.id, slot.id, reason, slot.n_prompt, slot.n_reused,
-            timings.prompt_tokens_per_s, slot.n_generated, done.tokens_per_s,
+            self.name, req.id, slot.id, reason, task.n_prompt, task.n_reused,
+            timings.prompt_tokens_per_s, task.n_generated, done.tokens_per_s,
             timings.ttft_s, timings.queued_s, extra={"request_id": req.tag},
         )
-        free_sampler_chain(slot.chain)
-        slot.chain = None
-        slot.detok = None
-        slot.logprobs = []
-        slot.prompt_logprobs = []
-        slot.req = None
-        slot.pending = []
-        slot.next_token = None
-        slot.state = SlotState.IDLE
+        task.release()
+        slot.task = None
         slot.last_used = now
 
     def _logprob(self, i_batch: int, token: int, piece: bytes, top_n: int) -> TokenLogprob:
@@ -485,7 +472,7 @@ class Engine:
             # Drop whatever partial state the failed decode may have left.
             L.llama_memory_seq_rm(self._mem, s.id, -1, -1)
             s.cache.clear()
-            self._emit(s.req, Failed(err))
+            self._emit(s.task.req, Failed(err))
             self._finish(s, "cancelled")
 
     def _fail_all(self, exc: Exception) -> None:
@@ -496,10 +483,9 @@ class Engine:
             self._emit(req, Failed(exc))
         for job in jobs:
             _safe_call(job.emit, Failed(exc))
-        for s in self.slots:
-            if s.req is not None:
-                self._emit(s.req, Failed(exc))
-                self._finish(s, "cancelled")
+        for s in self._busy_slots():
+            self._emit(s.task.req, Failed(exc))
+            self._finish(s, "cancelled")
 
     def _fit_threads(self) -> None:
         if self._cpu_share is None:
@@ -586,8 +572,8 @@ class Engine:
 
     def _free(self) -> None:
         for s in self.slots:
-            free_sampler_chain(s.chain)
-            s.chain = None
+            if s.task is not None:
+                s.task.release()
         if self._batch is not None:
             L.llama_batch_free(self._batch)
             self._batch = None
