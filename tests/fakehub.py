@@ -13,12 +13,15 @@ It serves the parts of the hub's HTTP API that `huggingface_hub` and lmserve's d
   honoring `Range: bytes=N-` / `bytes=N-M` with 206.
 
 Switches: `interrupt(after_bytes, times)` cuts the next transfers off after that many body
-bytes (the connection closes short of Content-Length); `corrupt = True` flips a byte of every
-LFS body. Every request is logged in `requests`.
+bytes (the connection closes short of Content-Length); `hold(after_bytes)` makes the next
+transfer go silent after that many bytes until `release()` (a stalled connection, which
+a client can only leave by closing it); `corrupt = True` flips a byte of every LFS body.
+Every request is logged in `requests`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -79,6 +82,8 @@ class FakeHub:
         self.stopped = False
         self._interrupt_after: int | None = None
         self._interrupt_times = 0
+        self._hold_after: int | None = None
+        self._released = threading.Event()
         self._lock = threading.Lock()
         self._servers = [ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
                          for _ in range(2)]  # the hub, and its file storage (the CDN)
@@ -102,6 +107,7 @@ class FakeHub:
 
     def stop(self) -> None:
         self.stopped = True  # kept-alive connections get no more answers either
+        self._released.set()  # a held transfer must not keep its thread
         for server in self._servers:
             server.shutdown()
             server.server_close()
@@ -125,6 +131,24 @@ class FakeHub:
         with self._lock:
             self._interrupt_after = after_bytes
             self._interrupt_times = times
+
+    def hold(self, after_bytes: int) -> None:
+        """The next file transfer sends `after_bytes` body bytes, then nothing until
+        release()."""
+        with self._lock:
+            self._hold_after = after_bytes
+            self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def take_hold(self) -> int | None:
+        with self._lock:
+            after, self._hold_after = self._hold_after, None
+            return after
+
+    def wait_released(self) -> None:
+        self._released.wait()
 
     def take_interrupt(self) -> int | None:
         with self._lock:
@@ -304,6 +328,15 @@ class _HubHandler(BaseHTTPRequestHandler):
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
         body = bytes(data[start:end])
+        held = None if head else self.hub.take_hold()
+        if held is not None and held < len(body):
+            self._send_head(status, len(body), headers)
+            self.wfile.write(body[:held])
+            self.wfile.flush()
+            self.hub.wait_released()
+            with contextlib.suppress(OSError):  # the client may have given up meanwhile
+                self.wfile.write(body[held:])
+            return
         cut = None if head else self.hub.take_interrupt()
         if cut is None or cut >= len(body):
             self._send_body(status, body, headers, head)

@@ -1,5 +1,7 @@
 """`lmserve app` in Debian's Chromium: the Server tab switches the real API listener while
-the models stay loaded, and its settings land in the config file the CLI reads."""
+the models stay loaded, and its settings land in the config file the CLI reads; Chat,
+My Models (load, unload, import) and Discover (search, download, cancel, resume) work
+against the real server, and each tab's screenshot is taken from the run."""
 
 import json
 import os
@@ -45,6 +47,30 @@ def _open(browser, app: AppProcess):  # noqa: F811
     return page, requests
 
 
+def _keep_screenshot(page, folder: Path, name: str) -> None:
+    """A screenshot of the whole page; into docs/ too when UPDATE_DOCS_SCREENSHOTS is set."""
+    page.screenshot(path=str(folder / name), full_page=True)
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
+        shutil.copy(folder / name, DOCS / name)
+
+
+def _unnamed_controls(page) -> list[str]:
+    return page.evaluate("""() => [...document.querySelectorAll('button, input, select')]
+        .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                      && !el.textContent.trim())
+        .map(el => el.outerHTML)""")
+
+
+def _tab_to(page, control, presses: int = 40) -> None:
+    """Presses Tab until `control` has the focus, which must then be visible."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if control.evaluate("el => el === document.activeElement"):
+            assert control.evaluate("el => getComputedStyle(el).outlineStyle") != "none"
+            return
+    raise AssertionError(f"{control} was not reached with Tab")
+
+
 def _save_settings(page) -> None:
     page.get_by_role("button", name="Save settings").click()  # the note says "Saving…" first
     page.wait_for_function("document.getElementById('settings-note').textContent"
@@ -76,7 +102,7 @@ def test_start_stop_and_port_from_the_server_tab(app, browser, tmp_path):  # noq
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        page.get_by_label("Port").fill(str(busy))
+        page.get_by_label("Port", exact=True).fill(str(busy))
         _save_settings(page)
         page.get_by_role("button", name="Start Server").click()
         page.wait_for_selector("#server-error:not([hidden])")
@@ -84,7 +110,7 @@ def test_start_stop_and_port_from_the_server_tab(app, browser, tmp_path):  # noq
     assert page.text_content("#indicator") == "Stopped"
 
     new_port = free_port()
-    page.get_by_label("Port").fill(str(new_port))
+    page.get_by_label("Port", exact=True).fill(str(new_port))
     _save_settings(page)
     assert config.load_config(tmp_path / "config.toml").server.port == new_port
     page.get_by_role("button", name="Start Server").click()
@@ -104,11 +130,9 @@ def test_start_stop_and_port_from_the_server_tab(app, browser, tmp_path):  # noq
     # the API port's request is in the app's requests table too
     page.wait_for_selector("#requests tbody tr[data-state=done]")
 
-    page.screenshot(path=str(tmp_path / "server-tab.png"), full_page=True)
+    _keep_screenshot(page, tmp_path, "app-server-tab.png")
     origin = app.url.rstrip("/")
     assert requests and all(url.startswith(origin + "/") for url in requests), requests
-    if os.environ.get("UPDATE_DOCS_SCREENSHOTS"):  # the README's picture, when asked for
-        shutil.copy(tmp_path / "server-tab.png", DOCS / "app-server-tab.png")
     # the page's status poll stays out of the log; its Start and Stop are in it
     assert "GET /app/api/server " not in app.log()
     assert "POST /app/api/server/start 409" in app.log()
@@ -118,11 +142,7 @@ def test_start_stop_and_port_from_the_server_tab(app, browser, tmp_path):  # noq
 def test_controls_are_labelled_and_reached_by_keyboard(app, browser):  # noqa: F811
     page, _ = _open(browser, app)
     page.wait_for_function("document.getElementById('indicator').textContent === 'Running'")
-    unnamed = page.evaluate("""() => [...document.querySelectorAll('button, input, select')]
-        .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
-                      && !el.textContent.trim())
-        .map(el => el.outerHTML)""")
-    assert unnamed == []
+    assert _unnamed_controls(page) == []
     reached = set()
     for _ in range(40):
         page.keyboard.press("Tab")
@@ -132,6 +152,10 @@ def test_controls_are_labelled_and_reached_by_keyboard(app, browser):  # noqa: F
         assert control in reached
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"  # focus is visible
+    page.get_by_role("tab", name="My Models").click()
+    for control in ("Path on this machine", "Import mode", "Key as publisher/repo"):
+        _tab_to(page, page.get_by_label(control))
+    _tab_to(page, page.get_by_role("button", name="Import"))
     page.close()
 
 
@@ -204,15 +228,13 @@ def test_chat_streams_stops_and_keeps_conversations(tmp_path, browser):  # noqa:
         page.get_by_label("Title").fill("Counting")
         page.get_by_role("button", name="Rename").click()
         page.wait_for_selector("#conversation-list button:has-text('Counting')")
-        page.screenshot(path=str(tmp_path / "chat-tab.png"), full_page=True)
+        _keep_screenshot(page, tmp_path, "app-chat-tab.png")
         origin = app.url.rstrip("/")
         assert all(url.startswith(origin + "/") for url in requests), requests
         print(f"chat: {stats}")  # the first token's delay, for the docs
         page.close()
     finally:
         app.stop()
-    if os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
-        shutil.copy(tmp_path / "chat-tab.png", DOCS / "app-chat-tab.png")
 
     app = AppProcess(tmp_path)  # the conversation outlives the process
     try:
@@ -313,7 +335,38 @@ def test_my_models_unloads_and_loads_from_the_page(app, browser):  # noqa: F811
     bad = httpx.put(f"{app.url}app/api/models/load-settings", timeout=5,
                     json={"model": key, "parallel": 0})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_value"
-    page.screenshot(path=str(app.home / "models-tab.png"), full_page=True)
+
+    # Import: a GGUF file on this machine joins the library under the key given, and loads
+    fixture = app.home / "downloads" / "smol.Q4_1.gguf"
+    fixture.parent.mkdir()
+    shutil.copy(bundled_model_path(), fixture)
+    page.get_by_label("Path on this machine").fill(str(app.home / "downloads" / "nothing.gguf"))
+    page.get_by_role("button", name="Import").click()
+    page.wait_for_selector("#models-error:not([hidden])")
+    assert "does not exist" in page.text_content("#models-error")
+    page.get_by_label("Path on this machine").fill(str(fixture))
+    page.get_by_label("Import mode").select_option("move")
+    page.get_by_label("Key as publisher/repo").fill("fixtures/imported-smol")
+    page.get_by_role("button", name="Import").click()
+    page.wait_for_function("document.getElementById('import-note').textContent"
+                           ".startsWith('Imported')")
+    assert page.text_content("#import-note") == "Imported: fixtures/imported-smol (move)."
+    assert not fixture.exists()  # moved, as asked
+    assert (app.home / "models" / "fixtures" / "imported-smol" / fixture.name).is_file()
+    page.get_by_role("button", name="Load fixtures/imported-smol").click()
+    page.wait_for_function("document.getElementById('load-estimate').dataset.total")
+    panel.get_by_role("button", name="Load with these settings").click()
+    page.wait_for_selector("#library button[aria-label='Unload fixtures/imported-smol']")
+    reply = client.chat.completions.create(model="fixtures/imported-smol", max_tokens=2,
+                                           messages=[{"role": "user", "content": "Hi"}])
+    assert reply.model == "fixtures/imported-smol"
+    foreign = httpx.post(f"{api}/api/v1/models/import", timeout=10,
+                         headers={"Origin": "http://evil.example"}, json={"path": str(fixture)})
+    assert foreign.status_code == 403
+    relative = httpx.post(f"{api}/api/v1/models/import", timeout=10,
+                          json={"path": "smol.gguf"})
+    assert relative.status_code == 400 and relative.json()["error"]["param"] == "path"
+    _keep_screenshot(page, app.home, "app-models-tab.png")
     origin = app.url.rstrip("/")
     assert all(url.startswith(origin + "/") for url in requests), requests
     page.close()
@@ -414,11 +467,38 @@ def test_discover_searches_downloads_and_the_model_answers(tmp_path, browser,  #
                                                         "discover-mirror.Q4_1"]
             assert "fits" in rows[1]
 
+            # the Hub goes silent after 8 MB; Cancel (by keyboard) stops it there
+            hub.hold(after_bytes=8_000_000)
             page.get_by_role("button", name="Download discover-mirror.Q4_1").click()
-            page.wait_for_selector(".download-note[data-status]", timeout=120_000)
+            progress = page.get_by_label("Progress of discover-mirror.Q4_1")
+            progress.wait_for()
+            page.wait_for_function("document.querySelector('#quantizations progress:not("
+                                   "[hidden])').value === 8e6")
+            page.get_by_role("button", name="Files of test-org/Discover-Mirror-GGUF").focus()
+            _tab_to(page, page.get_by_role(
+                "button", name="Cancel the download of discover-mirror.Q4_1"))
+            page.keyboard.press("Enter")
+            page.wait_for_selector(".download-note[data-status=cancelled]")
+            hub.release()
+            assert page.text_content(".download-note[data-status]").startswith(
+                "Cancelled at 8 MB of 9")
+            part = (tmp_path / "models" / "test-org" / "Discover-Mirror-GGUF"
+                    / "discover-mirror.Q4_1.gguf.part")
+            assert part.stat().st_size == 8_000_000  # kept for the resume
+            _tab_to(page, page.get_by_role(
+                "button", name="Discard the partial download of discover-mirror.Q4_1"))
+            assert _unnamed_controls(page) == []
+            _keep_screenshot(page, tmp_path, "app-discover-tab.png")
+
+            # Download again: it resumes from the 8 MB on disk, then loads and answers
+            page.get_by_role("button", name="Download discover-mirror.Q4_1").click()
+            page.wait_for_selector(".download-note[data-status=completed]", timeout=120_000)
             assert page.text_content(".download-note[data-status]") == (
                 "Downloaded: test-org/discover-mirror-gguf is in My Models.")
-            progress = page.get_by_label("Progress of discover-mirror.Q4_1")
+            assert page.get_attribute(".download-note[data-status]",
+                                      "data-resumed-from") == "8000000"
+            transfers = hub.file_requests("discover-mirror.Q4_1.gguf")
+            assert [t.headers.get("range") for t in transfers] == [None, "bytes=8000000-"]
             assert progress.evaluate("p => p.value === p.max && p.max > 90e6")
             api = f"http://127.0.0.1:{app.state['port']}"
             client = openai.OpenAI(base_url=f"{api}/v1", api_key="x", max_retries=0)

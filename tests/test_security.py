@@ -72,6 +72,7 @@ def library_server(tmp_path_factory):
     ("POST", "/api/v1/models/load", {"model": SMOL}),
     ("POST", "/api/v1/models/unload", {"model": SMOL}),
     ("POST", "/api/v1/models/download", {"model": "someone/some-model-GGUF"}),
+    ("POST", "/api/v1/models/import", {"path": "/tmp/x.gguf"}),
     ("POST", "/api/v1/models/default", {"model": SMOL}),
     ("GET", "/api/v1/logs/stream", None),
     ("DELETE", "/api/v1/models/" + SMOL, None),

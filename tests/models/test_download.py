@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +17,11 @@ from lmserve.commands.get import get
 from lmserve.models import download as dl
 from lmserve.models.download import (
     ChecksumError,
+    DownloadCancelled,
     DownloadError,
     RemoteFile,
     Source,
+    StopSignal,
     download,
     parse_source,
     plan_download,
@@ -290,6 +294,39 @@ def test_an_interrupted_transfer_is_retried_from_where_it_stopped(hub: FakeHub,
     (path,) = download(plan, root=tmp_path, progress=False, endpoint=hub.url)
     ranges = [r.headers.get("range") for r in hub.file_requests(Q4)]
     assert ranges == [None, "bytes=10000-", "bytes=20000-"]
+    assert path.read_bytes() == _data(hub, Q4)
+
+
+def test_a_stop_ends_a_stalled_transfer_and_keeps_its_bytes(hub: FakeHub,
+                                                            tmp_path: Path) -> None:
+    plan = plan_download(parse_source(REPO), endpoint=hub.url)
+    part = tmp_path / "TheBloke" / "Tiny-GGUF" / (Q4 + ".part")
+    hub.hold(after_bytes=15_000)  # then silence: only closing the connection ends the read
+    stop = StopSignal()
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            download(plan, root=tmp_path, progress=False, endpoint=hub.url, stop=stop)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not (part.exists() and part.stat().st_size == 15_000):
+        assert time.monotonic() < deadline, "the held bytes never arrived"
+        time.sleep(0.01)
+    stop.stop()
+    worker.join(20)  # the read timeout is 30 s: only the shut connection ends it sooner
+    hub.release()
+    assert not worker.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], DownloadCancelled)
+    assert part.read_bytes() == _data(hub, Q4)[:15_000]
+    assert len(hub.file_requests(Q4)) == 1  # no retry after a stop
+
+    (path,) = download(plan, root=tmp_path, progress=False, endpoint=hub.url)
+    assert hub.file_requests(Q4)[-1].headers["range"] == "bytes=15000-"
     assert path.read_bytes() == _data(hub, Q4)
 
 

@@ -47,6 +47,7 @@ def test_origins():
     ("POST", "/api/v1/models/load", True), ("POST", "//api/v1/models//unload/", True),
     ("GET", "/api/v1/models/download/status/x", True), ("GET", "/API/v1/logs/stream", True),
     ("DELETE", "/api/v1/models/a/b", True), ("POST", "/api/v1/models/default", True),
+    ("POST", "/api/v1/models/download/cancel/x", True), ("POST", "/api/v1/models/import", True),
     ("GET", "/api/v1/models", False),
     ("DELETE", "/v1/responses/r", False), ("POST", "/api/v1/chat/completions", False),
 ])

@@ -172,9 +172,15 @@ SCHEMAS: dict[str, JSON] = {
     "DefaultModel": _obj({"default": _STR}),
     "DeletedModel": _obj({"deleted": _STR, "files": _list_of(_STR)}),
     "DownloadJob": _obj({"job_id": _STR,
-                         "status": {"enum": ["downloading", "completed", "failed"]},
+                         "status": {"enum": ["downloading", "completed", "failed",
+                                             "cancelled"]},
                          "model_key": _STR, "total_size_bytes": _INT,
-                         "downloaded_bytes": _INT, "error": _nullable(_STR)}),
+                         "downloaded_bytes": _INT, "resumed_from_bytes": _INT,
+                         "error": _nullable(_STR)}),
+    "ImportResult": _obj({"key": _nullable(_STR), "path": _STR,
+                          "action": {"enum": ["copy", "move", "symlink", "hardlink",
+                                              "convert"]},
+                          "message": _STR}),
 }
 
 # What each status means, in the words the document shows.
@@ -182,7 +188,9 @@ _ERRORS = {
     400: "The request is malformed: invalid JSON, a missing or ill-typed field, a value out "
          "of range, or a prompt too long for the context.",
     404: "No such model, route or stored object.",
-    409: "The model is loaded: unload it first.",
+    409: "A conflict with the machine's state: the model is loaded (unload it first), the "
+         "import's destination exists, or the download has completed or another is "
+         "writing its files.",
     502: "The model hub could not be reached or refused the request.",
     503: "The queue is full, or the model is busy or unloading; see Retry-After.",
     # from the middleware in api/security.py and api/limits.py, before any route
@@ -260,6 +268,9 @@ ROUTES: dict[tuple[str, str], JSON] = {
     ("delete", "/api/v1/models/{key}"): _route("DeletedModel", (400, 404, 409)),
     ("post", "/api/v1/models/download"): _route("DownloadJob", (400, 404, 502)),
     ("get", "/api/v1/models/download/status/{job_id}"): _route("DownloadJob", (400, 404)),
+    ("post", "/api/v1/models/download/cancel/{job_id}"): _route("DownloadJob",
+                                                                (400, 404, 409)),
+    ("post", "/api/v1/models/import"): _route("ImportResult", (400, 409)),
     ("get", "/metrics"): _route(None, text="Prometheus metrics in the text exposition "
                                            "format (version 0.0.4)."),
     ("get", "/api/v1/logs/stream"): _route(

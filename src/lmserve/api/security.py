@@ -23,11 +23,12 @@ from lmserve.api.host_names import HostPolicy, OriginPolicy
 from lmserve.api_keys import KeyRing
 from lmserve.models.manager import load_refusal
 
-# Routes that change the machine or expose it: loading, downloading, deleting models,
-# the default model, settings, keys and the live log. They need an admin key and a local origin.
+# Routes that change the machine or expose it: loading, downloading, importing, deleting
+# models, the default model, settings, keys and the live log. They need an admin key and a
+# local origin.
 _ADMIN_PREFIXES = ("/api/v1/models/load", "/api/v1/models/unload", "/api/v1/models/download",
-                   "/api/v1/models/default", "/api/v1/config", "/api/v1/keys", "/api/v1/logs",
-                   "/app/api")
+                   "/api/v1/models/import", "/api/v1/models/default", "/api/v1/config",
+                   "/api/v1/keys", "/api/v1/logs", "/app/api")
 _OPEN_PATHS = frozenset({"/health", "/"})  # "/" is the app's page (only the app serves it)
 _OPEN_PREFIXES = ("/app/static/",)  # the page's assets: code, no data
 _ANTHROPIC_PREFIX = "/v1/messages"

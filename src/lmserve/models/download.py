@@ -3,7 +3,7 @@
 Files land in `<models>/<publisher>/<repo>/<file>.gguf`, the layout LM Studio uses. The repo
 listing comes from `huggingface_hub`; the transfer itself is a plain HTTP stream so that it can
 resume a `.part` file with a Range request, verify the sha256 the hub publishes for each LFS
-file, and show a rich progress bar.
+file, show a rich progress bar, and stop at once when another thread asks it to (StopSignal).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import hashlib
 import os
 import re
 import shutil
-import time
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,55 @@ class NotOnHubError(DownloadError):
 
 class ChecksumError(DownloadError):
     """The downloaded bytes do not match the sha256 the hub published."""
+
+
+class DownloadCancelled(DownloadError):
+    """The download was stopped on request; what arrived stays in the `.part` file."""
+
+
+class StopSignal:
+    """Lets another thread stop a download. The transfer checks it after every chunk, and
+    stop() also shuts the open connection: a server gone silent cannot hold the stop back
+    until the read timeout."""
+
+    def __init__(self) -> None:
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        with self._lock:
+            if self._socket is not None:
+                with contextlib.suppress(OSError):  # already closed: nothing to wake
+                    self._socket.shutdown(socket.SHUT_RDWR)
+
+    def check(self) -> None:
+        if self.stopped:
+            raise DownloadCancelled("The download was cancelled.")
+
+    def wait(self, seconds: float) -> None:
+        """Sleep before a retry, but not past a stop."""
+        self._stopped.wait(seconds)
+        self.check()
+
+    @contextlib.contextmanager
+    def watching(self, response: httpx.Response) -> Iterator[None]:
+        """While the body is read, stop() shuts the response's connection."""
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        with self._lock:
+            self._socket = sock
+        try:
+            self.check()  # a stop that came before the socket was known
+            yield
+        finally:
+            with self._lock:
+                self._socket = None
 
 
 @dataclass(frozen=True)
@@ -316,13 +366,15 @@ def _names(groups: dict[str, list[RemoteFile]]) -> list[str]:
 
 
 def download(plan: DownloadPlan, *, root: Path, progress: bool = True,
-             endpoint: str | None = None, retries: int = 3) -> list[Path]:
+             endpoint: str | None = None, retries: int = 3,
+             stop: StopSignal | None = None) -> list[Path]:
     """Fetch the plan's files into `<root>/<publisher>/<repo>/`; return their final paths.
 
-    An interrupted transfer leaves `<file>.part`, which the next attempt (a retry here, or a
-    later call) continues with a Range request. A file whose sha256 does not match the hub's
-    is deleted and raises ChecksumError.
+    An interrupted or stopped transfer leaves `<file>.part`, which the next attempt (a retry
+    here, or a later call) continues with a Range request. A file whose sha256 does not
+    match the hub's is deleted and raises ChecksumError; `stop` raises DownloadCancelled.
     """
+    stop = stop or StopSignal()
     base = resolve_endpoint(endpoint)
     dest = plan.destination(root)
     dest.mkdir(parents=True, exist_ok=True)
@@ -332,7 +384,7 @@ def download(plan: DownloadPlan, *, root: Path, progress: bool = True,
     with _client() as client, _progress_bar(progress) as bar:
         for remote, path in pending:
             url = file_url(base, plan.repo_id, plan.revision, remote.path)
-            _fetch_with_retries(client, url, remote, path, bar, base, retries)
+            _fetch_with_retries(client, url, remote, path, bar, base, retries, stop)
     return [path for _, path in targets]
 
 
@@ -354,7 +406,7 @@ def _already_there(remote: RemoteFile, path: Path) -> bool:
 
 
 def _check_free_space(dest: Path, pending: list[tuple[RemoteFile, Path]]) -> None:
-    needed = sum(f.size - _part_size(_part_path(p)) for f, p in pending)
+    needed = sum(f.size - _part_size(part_path(p)) for f, p in pending)
     free = shutil.disk_usage(dest).free
     if needed > free:
         raise DownloadError(f"Not enough disk space in {dest}: {human_size(needed)} needed, "
@@ -387,29 +439,35 @@ class _RetryableStatus(Exception):
     """An HTTP status worth another attempt (rate limits, server errors)."""
 
 
+def part_path(path: Path) -> Path:
+    """Where the bytes of `path` gather until they are verified."""
+    return path.with_name(path.name + PART_SUFFIX)
+
+
 def _fetch_with_retries(client: httpx.Client, url: str, remote: RemoteFile, path: Path,
-                        bar: _Bar, base: str, retries: int) -> None:
+                        bar: _Bar, base: str, retries: int, stop: StopSignal) -> None:
     task = bar.add(remote.name, remote.size)
     attempt = 0
     while True:
         try:
-            _fetch(client, url, remote, path, bar, task)
+            _fetch(client, url, remote, path, bar, task, stop)
             return
-        except httpx.ConnectError as e:
-            # Nothing to resume against: report it rather than retry into the void.
-            raise offline_error(base, e) from e
         except (httpx.TransportError, _RetryableStatus) as e:
+            stop.check()  # a stop cuts the connection: that is no failure to retry
+            if isinstance(e, httpx.ConnectError):
+                # Nothing to resume against: report it rather than retry into the void.
+                raise offline_error(base, e) from e
             if attempt >= retries:
                 raise DownloadError(f"Downloading {remote.name} was interrupted ({e}); "
-                                    f"{human_size(_part_size(_part_path(path)))} kept in "
-                                    f"{_part_path(path)}. Run the command again to resume.") from e
-            time.sleep(RETRY_BACKOFF * 2**attempt)
+                                    f"{human_size(_part_size(part_path(path)))} kept in "
+                                    f"{part_path(path)}. Run the command again to resume.") from e
+            stop.wait(RETRY_BACKOFF * 2**attempt)
             attempt += 1
 
 
 def _fetch(client: httpx.Client, url: str, remote: RemoteFile, path: Path, bar: _Bar,
-           task: TaskID | None) -> None:
-    part = _part_path(path)
+           task: TaskID | None, stop: StopSignal) -> None:
+    part = part_path(path)
     offset = _part_size(part)
     if offset > remote.size:
         part.unlink()  # longer than the file: not ours to continue
@@ -417,16 +475,20 @@ def _fetch(client: httpx.Client, url: str, remote: RemoteFile, path: Path, bar: 
     bar.reset(task, offset)
     if offset < remote.size:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        with client.stream("GET", url, headers=headers) as response:
+        with client.stream("GET", url, headers=headers) as response, stop.watching(response):
             offset = _check_response(response, remote, offset, part)
             bar.reset(task, offset)
             with open(part, "r+b" if offset else "wb") as out:
                 out.seek(offset)
                 out.truncate()
-                # Unsized chunks: each is written as it arrives, so a cut leaves every byte read.
+                # Unsized chunks, each on disk as it arrives: a cut, a stop or a killed
+                # process leaves every byte read, and the size on disk is the progress.
                 for chunk in response.iter_bytes():
                     out.write(chunk)
+                    out.flush()
                     bar.advance(task, len(chunk))
+                    stop.check()
+    stop.check()
     _verify(part, remote)
     os.replace(part, path)  # the final name appears only once the bytes are verified
 
@@ -482,10 +544,6 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(CHUNK_SIZE):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _part_path(path: Path) -> Path:
-    return path.with_name(path.name + PART_SUFFIX)
 
 
 def _part_size(part: Path) -> int:

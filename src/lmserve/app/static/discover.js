@@ -1,6 +1,7 @@
 // The Discover tab: search the Hub for GGUF repositories (through the app's
 // /app/api/discover/* routes), list a repo's quantizations with size and memory fit, and
-// download one through the native download jobs, showing their progress.
+// download one through the native download jobs, showing their progress; a cancelled
+// download keeps its bytes, and downloading it again resumes from them.
 import { call } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
@@ -18,18 +19,74 @@ function cell(text) {
   return td;
 }
 
-async function follow(job, progress, note) {
-  progress.max = job.total_size_bytes || 1;
-  while (true) {
+// One quantization's download controls: Download, a progress bar with Cancel while it
+// runs, and Discard for the bytes a cancelled download keeps for its resume.
+function downloadControls(q) {
+  const make = (tag, label, text) => {
+    const el = document.createElement(tag);
+    el.setAttribute("aria-label", label);
+    if (tag === "button") { el.type = "button"; el.textContent = text; }
+    return el;
+  };
+  const start = make("button", `Download ${q.name}`, "Download");
+  const progress = make("progress", `Progress of ${q.name}`);
+  const cancel = make("button", `Cancel the download of ${q.name}`, "Cancel");
+  const discard = make("button", `Discard the partial download of ${q.name}`, "Discard");
+  const note = document.createElement("span");
+  note.className = "download-note";
+  note.setAttribute("aria-live", "polite");
+  progress.hidden = cancel.hidden = discard.hidden = true;
+  let job = null;
+
+  const show = () => {
+    progress.max = job.total_size_bytes || 1;
     progress.value = job.downloaded_bytes;
-    note.textContent = `${size(job.downloaded_bytes)} of ${size(job.total_size_bytes)}`;
-    if (job.status !== "downloading") break;
-    await new Promise((done) => setTimeout(done, POLL_MS));
-    job = await call("GET", `/api/v1/models/download/status/${job.job_id}`);
-  }
-  if (job.status === "completed") note.textContent = `Downloaded: ${job.model_key} is in My Models.`;
-  else note.textContent = `Download failed: ${job.error}`;
-  note.dataset.status = job.status;
+    const resumed = job.resumed_from_bytes ? `Resumed from ${size(job.resumed_from_bytes)}: ` : "";
+    const done = `${size(job.downloaded_bytes)} of ${size(job.total_size_bytes)}`;
+    note.textContent = {
+      downloading: resumed + done,
+      completed: `Downloaded: ${job.model_key} is in My Models.`,
+      cancelled: job.downloaded_bytes
+        ? `Cancelled at ${done}; Download resumes from there.` : "Cancelled.",
+      failed: `Download failed: ${job.error}`,
+    }[job.status];
+    if (job.status === "downloading") delete note.dataset.status;
+    else note.dataset.status = job.status;
+    note.dataset.resumedFrom = job.resumed_from_bytes;
+    cancel.hidden = job.status !== "downloading";
+    discard.hidden = !(job.status === "cancelled" && job.downloaded_bytes > 0);
+  };
+
+  start.addEventListener("click", async () => {
+    showError("");
+    start.disabled = true;
+    discard.hidden = true;
+    try {
+      job = await call("POST", "/api/v1/models/download", { model: q.source });
+      progress.hidden = false;
+      show();
+      while (job.status === "downloading") {
+        await new Promise((done) => setTimeout(done, POLL_MS));
+        job = await call("GET", `/api/v1/models/download/status/${job.job_id}`);
+        show();
+      }
+    } catch (err) {
+      showError(err.message);
+    }
+    start.disabled = false;
+  });
+  cancel.addEventListener("click", async () => {
+    try { job = await call("POST", `/api/v1/models/download/cancel/${job.job_id}`); show(); }
+    catch (err) { showError(err.message); }
+  });
+  discard.addEventListener("click", async () => {
+    try {
+      job = await call("POST", `/api/v1/models/download/cancel/${job.job_id}`, { discard: true });
+      show();
+      note.textContent = "Cancelled; the partial download was discarded.";
+    } catch (err) { showError(err.message); }
+  });
+  return [start, progress, cancel, discard, note];
 }
 
 function quantRow(q) {
@@ -37,29 +94,7 @@ function quantRow(q) {
   const fit = q.fits == null ? "unknown" : q.fits ? "fits" : "too large";
   tr.append(cell(q.name), cell(size(q.size_bytes)), cell(fit));
   const action = document.createElement("td");
-  const button = document.createElement("button");
-  button.type = "button";
-  button.textContent = "Download";
-  button.setAttribute("aria-label", `Download ${q.name}`);
-  const progress = document.createElement("progress");
-  progress.setAttribute("aria-label", `Progress of ${q.name}`);
-  progress.hidden = true;
-  const note = document.createElement("span");
-  note.className = "download-note";
-  note.setAttribute("aria-live", "polite");
-  button.addEventListener("click", async () => {
-    showError("");
-    button.disabled = true;
-    try {
-      const job = await call("POST", "/api/v1/models/download", { model: q.source });
-      progress.hidden = false;
-      await follow(job, progress, note);
-    } catch (err) {
-      showError(err.message);
-    }
-    button.disabled = false;
-  });
-  action.append(button, progress, note);
+  action.append(...downloadControls(q));
   tr.append(action);
   return tr;
 }

@@ -1,6 +1,6 @@
 // The My Models tab: the library with its loaded instances; Load (with its options, the
-// memory estimate and the model's saved defaults), Unload and Delete through the native
-// /api/v1/models routes and the app's /app/api/models/* routes.
+// memory estimate and the model's saved defaults), Unload, Delete and Import through the
+// native /api/v1/models routes and the app's /app/api/models/* routes.
 import { call } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
@@ -134,5 +134,24 @@ $("save-load-defaults").addEventListener("click", async () => {
 });
 
 $("close-load").addEventListener("click", () => { $("load-panel").hidden = true; });
+
+// -- import: a file or folder on this machine, as `lmserve import` takes it ----------
+$("import-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  showError("");
+  const userRepo = $("import-user-repo").value.trim();
+  $("import-note").textContent = "Importing…";
+  try {
+    const done = await call("POST", "/api/v1/models/import", {
+      path: $("import-path").value.trim(), mode: $("import-mode").value,
+      ...(userRepo ? { user_repo: userRepo } : {}) });
+    $("import-note").textContent = `Imported: ${done.key} (${done.action}).`;
+    $("import-path").value = "";
+  } catch (err) {
+    $("import-note").textContent = "";
+    showError(err.message);
+  }
+  await refresh();
+});
 
 $("tab-models").addEventListener("click", refresh);
