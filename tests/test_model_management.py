@@ -276,7 +276,8 @@ def test_log_stream_follows_the_server(multi):
             with contextlib.suppress(queue.Empty):
                 while seen is None:
                     line = lines.get(timeout=2)
-                    seen = line if '"lmserve.engine"' in line else None
+                    # a request's line, not the engine's note of a thread-count change
+                    seen = line if '"lmserve.engine"' in line and "tok/s" in line else None
         entry = json.loads(seen)
         assert entry["logger"] == "lmserve.engine" and "tok/s" in entry["message"]
     finally:

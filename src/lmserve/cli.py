@@ -14,7 +14,7 @@ import typer
 
 from lmserve import __version__, config, defaults
 from lmserve.api_keys import API_KEY_ENV
-from lmserve.client import CommandError, auth_headers, local_address
+from lmserve.client import CommandError, ServerClient, ServerRequestError
 from lmserve.commands import (
     chat_cmd,
     config_cmd,
@@ -252,19 +252,12 @@ _KEY_NEEDED = "Its models are not shown: it needs an API key (--api-key or LMSER
 
 
 def _fetch_status(state: dict[str, Any]) -> dict[str, Any] | None:
-    import httpx
-
-    host = local_address(state["host"])
-    if ":" in host:
-        host = f"[{host}]"
     try:
-        r = httpx.get(f"http://{host}:{state['port']}/api/v1/status", timeout=5,
-                      headers=auth_headers())
-        if r.status_code == 401:
-            return {"error": _KEY_NEEDED}
-        r.raise_for_status()
-        return r.json()
-    except (httpx.HTTPError, ValueError):
+        return ServerClient(state["host"], int(state["port"]), timeout=5).get(
+            "/api/v1/status")
+    except ServerRequestError as exc:
+        return {"error": _KEY_NEEDED} if exc.status == 401 else None
+    except CommandError:
         return None
 
 
