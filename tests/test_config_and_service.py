@@ -55,6 +55,7 @@ def test_defaults_when_there_is_no_file(isolated: Path) -> None:
         "limits": {"max_body_mb": 32, "max_messages": 4096, "max_n": 16, "max_tokens": 131072,
                    "max_stop": 32, "max_tools": 256},
         "app": {"port": 1235, "start_server": True},
+        "mcp": {"allow_ephemeral": False, "max_tool_rounds": 8, "tool_timeout_seconds": 60},
     }
     assert config.config_file() == isolated / "config.toml"
     assert not config.config_file().exists()  # reading never creates the file

@@ -151,6 +151,15 @@ class AppConfig:
     start_server: bool = True  # open the API listener when the app starts
 
 
+@dataclass(frozen=True)
+class McpConfig:
+    """The [mcp] table: MCP servers whose tools the server runs for the model."""
+
+    allow_ephemeral: bool = False  # requests may name MCP servers of their own
+    max_tool_rounds: int = 8  # model turns that may call tools before it must answer
+    tool_timeout_seconds: int = 60  # per tool call
+
+
 def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -164,6 +173,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     app: AppConfig = field(default_factory=AppConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain JSON/TOML-ready values, keyed by table then setting."""
@@ -179,7 +189,7 @@ class Config:
 # table name -> {setting name -> Python type}, taken from the dataclasses above
 _SECTION_CLASSES: dict[str, type] = {"server": ServerConfig, "models": ModelsConfig,
                                      "security": SecurityConfig, "limits": LimitsConfig,
-                                     "app": AppConfig}
+                                     "app": AppConfig, "mcp": McpConfig}
 _SECTIONS: dict[str, dict[str, type]] = {
     section: {f.name: typing.get_type_hints(cls)[f.name] for f in fields(cls)}
     for section, cls in _SECTION_CLASSES.items()
@@ -202,6 +212,8 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "limits.max_stop": (0, None),
     "limits.max_tools": (0, None),
     "app.port": (0, 65535),
+    "mcp.max_tool_rounds": (0, None),
+    "mcp.tool_timeout_seconds": (1, None),
 }
 
 _MAY_BE_EMPTY = {"models.default", "security.allowed_hosts", "security.allowed_origins"}

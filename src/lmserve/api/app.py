@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from lmserve import __version__
 from lmserve.api.anthropic import messages
 from lmserve.api.cors import OpenCORS
+from lmserve.api.deps import close_mcp_pool
 from lmserve.api.errors import install_error_handlers
 from lmserve.api.host_names import HostPolicy, OriginPolicy
 from lmserve.api.json_body import JSONBodies
@@ -46,6 +47,7 @@ def create_app(
             on_ready()
         yield
         reaper.cancel()
+        await close_mcp_pool(app.state)
         logging.getLogger("lmserve").removeHandler(app.state.logs)
         manager.unload_all()
 

@@ -196,7 +196,8 @@ _ERRORS = {
     # from the middleware in api/security.py and api/limits.py, before any route
     401: "API keys are on and the request carries none, or a wrong one.",
     403: "Refused: a Host this server does not answer to, a key without the admin scope, "
-         "or a web page from a foreign origin managing the machine or loading a model.",
+         "a web page from a foreign origin managing the machine or loading a model, or a "
+         "request naming its own MCP server while mcp.allow_ephemeral is off.",
     413: "The request body is larger than limits.max_body_mb.",
 }
 

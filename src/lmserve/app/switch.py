@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from lmserve import config
 from lmserve.api import create_app
+from lmserve.api.deps import close_mcp_pool
 from lmserve.api.host_names import HostPolicy, OriginPolicy
 from lmserve.api_keys import KeyRing, keys_file
 from lmserve.models import ModelManager
@@ -120,8 +121,9 @@ class ServerSwitch:
                 return
             self._server.should_exit = True
             await self._task
-            if self._api is not None:  # its log feed went with it
+            if self._api is not None:  # its log feed and MCP servers went with it
                 logging.getLogger("lmserve").removeHandler(self._api.state.logs)
+                await close_mcp_pool(self._api.state)
             self._server = self._task = self._api = None
             self.started_at = None
             self.write_state()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,13 +12,19 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from lmserve.api.chat import ChatEvent, ChatRun, ChatSpec, Finish, LogprobsHold, start_chat
-from lmserve.api.deps import get_manager
+from lmserve.api.deps import get_manager, get_mcp_pool
 from lmserve.api.errors import APIError, as_api_error
 from lmserve.api.openai.protocol import logprobs_object
 from lmserve.api.openai.response_store import ResponseStore, StoredResponse, get_store
-from lmserve.api.openai.responses_protocol import ResponseRequest, conversation_messages
+from lmserve.api.openai.responses_mcp import McpEvent, McpItems, start_with_mcp
+from lmserve.api.openai.responses_protocol import (
+    ResponseRequest,
+    conversation_messages,
+    new_item_id,
+)
 from lmserve.api.serving import respond, stream
 from lmserve.api.sse import sse_response, sse_typed
+from lmserve.api.tool_loop import ServerToolLoop
 from lmserve.api.usage import TokenUsage
 from lmserve.models import Model, ModelManager
 from lmserve.parsers import ContentDelta, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
@@ -30,10 +35,6 @@ router = APIRouter()
 _PARAM_NAMES = {"messages": "input", "response_format": "text.format"}
 
 
-def new_item_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(24)}"
-
-
 @router.post("/v1/responses")
 async def create_response(
     body: ResponseRequest,
@@ -41,10 +42,15 @@ async def create_response(
     manager: ModelManager = Depends(get_manager),
     store: ResponseStore = Depends(get_store),
 ) -> Response:
-    model = await manager.resolve(body.model)
     context = [*_previous_conversation(store, body.previous_response_id), *body.input_items()]
     spec = body.chat_spec(conversation_messages(body.instructions, context))
-    run = _start(model, spec)
+    if body.mcp_tools:
+        run: ChatRun | ServerToolLoop = await start_with_mcp(
+            body, spec, manager, get_mcp_pool(request), _start)
+        model = run.model
+    else:
+        model = await manager.resolve(body.model)
+        run = _start(model, spec)
     builder = ResponseBuilder(_head(body, model.id, spec), _token_counter(model),
                               keep=_keeper(store, context) if body.stores else None)
     if body.streams:
@@ -181,6 +187,7 @@ class ResponseBuilder:
         self._held = LogprobsHold()
         self._reasoning: list[str] = []
         self._sequence = 0
+        self._mcp = McpItems(self)
 
     def response(self, status: str, **fields: Any) -> dict[str, Any]:
         return {
@@ -219,6 +226,8 @@ class ResponseBuilder:
             return self._arguments(event.text)
         if isinstance(event, Finish):
             return self._finish(event)
+        if isinstance(event, McpEvent):
+            return self._mcp.feed(event)
         return []
 
     def end(self) -> list[dict[str, Any]]:
@@ -311,6 +320,8 @@ class ResponseBuilder:
             return []
         self._open = None
         self._settle(item, status)
+        if item.kind == "mcp_call":
+            return self._mcp.close_call(item)
         body = item.body
         where = {"item_id": body["id"], "output_index": item.index}
         if item.kind == "function_call":

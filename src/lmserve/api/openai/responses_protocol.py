@@ -3,6 +3,7 @@ chat messages and ChatSpec the shared chat core runs."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Discriminator, Field, Tag, TypeAdapter
@@ -13,6 +14,10 @@ from lmserve.api.null_unset import NullMeansUnset
 from lmserve.engine import SamplingParams
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
+
+
+def new_item_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(24)}"
 
 
 class _Open(NullMeansUnset):
@@ -48,6 +53,23 @@ class FunctionCallOutputItem(_Open):
     output: list[TextPart] | str
 
 
+class McpCallItem(_Open):
+    """A call the server ran on an MCP server: the model's turn and the tool's result."""
+
+    type: Literal["mcp_call"]
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    arguments: str
+    output: str | None = None
+    error: Any = None
+
+
+class McpListToolsItem(_Open):
+    """Accepted so clients can send a whole previous output back; not shown to the model."""
+
+    type: Literal["mcp_list_tools"]
+
+
 class ReasoningItem(_Open):
     """Accepted so clients can send a whole previous output back; not shown to the model."""
 
@@ -65,7 +87,9 @@ InputItem = Annotated[
     Annotated[MessageItem, Tag("message")]
     | Annotated[FunctionCallItem, Tag("function_call")]
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
-    | Annotated[ReasoningItem, Tag("reasoning")],
+    | Annotated[ReasoningItem, Tag("reasoning")]
+    | Annotated[McpCallItem, Tag("mcp_call")]
+    | Annotated[McpListToolsItem, Tag("mcp_list_tools")],
     Discriminator(_item_kind),
 ]
 
@@ -89,6 +113,30 @@ class FunctionTool(_Open):
     def echo(self) -> dict[str, Any]:
         return {"type": "function", "name": self.name, "description": self.description,
                 "parameters": self.parameters, "strict": self.strict}
+
+
+class McpToolParam(_Open):
+    """A remote MCP server whose tools the server runs for the model."""
+
+    type: Literal["mcp"]
+    server_label: str = Field(min_length=1, max_length=64)
+    server_url: str = Field(min_length=1)
+    allowed_tools: list[str] | None = None
+    headers: dict[str, str] | None = None
+    require_approval: Literal["never", "always"] | dict[str, Any] | None = None
+    server_description: str | None = None
+
+    def echo(self) -> dict[str, Any]:
+        # headers are often credentials: never echoed, so never stored either
+        echoed = {"type": "mcp", "server_label": self.server_label,
+                  "server_url": self.server_url, "allowed_tools": self.allowed_tools,
+                  "headers": None, "require_approval": "never"}
+        if self.server_description is not None:
+            echoed["server_description"] = self.server_description
+        return echoed
+
+
+ToolParam = Annotated[FunctionTool | McpToolParam, Field(discriminator="type")]
 
 
 class FunctionChoice(_Open):
@@ -133,7 +181,7 @@ class ResponseRequest(_Open):
     max_output_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    tools: list[FunctionTool] | None = None
+    tools: list[ToolParam] | None = None
     tool_choice: Literal["none", "auto", "required"] | FunctionChoice | None = None
     parallel_tool_calls: bool | None = None
     text: TextParam | None = None
@@ -161,6 +209,14 @@ class ResponseRequest(_Open):
     def with_logprobs(self) -> bool:
         return LOGPROBS_INCLUDE in (self.include or [])
 
+    @property
+    def function_tools(self) -> list[FunctionTool]:
+        return [t for t in self.tools or [] if isinstance(t, FunctionTool)]
+
+    @property
+    def mcp_tools(self) -> list[McpToolParam]:
+        return [t for t in self.tools or [] if isinstance(t, McpToolParam)]
+
     def input_items(self) -> list[dict[str, Any]]:
         """The new input as plain items, the form they are stored in."""
         if isinstance(self.input, str):
@@ -173,7 +229,7 @@ class ResponseRequest(_Open):
             messages=messages,
             sampling=SamplingParams(**{k: v for k, v in given.items() if v is not None}),
             max_tokens=self.max_output_tokens,
-            tools=[t.chat_tool() for t in self.tools or []],
+            tools=[t.chat_tool() for t in self.function_tools],
             tool_choice=self._chat_tool_choice(),
             parallel_tool_calls=self.parallel_tool_calls is not False,
             json_schema=self._json_schema(),
@@ -241,6 +297,12 @@ def conversation_messages(instructions: str | None, items: list[dict[str, Any]]
             if item.call_id in names:
                 message["name"] = names[item.call_id]
             messages.append(message)
+        elif isinstance(item, McpCallItem):
+            _append_call(messages, {"id": item.id, "type": "function", "function": {
+                "name": item.name, "arguments": item.arguments}})
+            messages.append({"role": "tool", "tool_call_id": item.id, "name": item.name,
+                             "content": item.output if item.output is not None
+                             else f"Error: {item.error}"})
     return messages
 
 
