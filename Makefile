@@ -2,14 +2,19 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install install-test serve test lint bench
+.PHONY: install install-test serve test test-gpu lint bench
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip wheel
 
 install: $(PY)
+	# The llama.cpp runtime of LMSERVE_BACKEND (cpu, cuda or vulkan): every backend's wheel
+	# has the same version, so a switch of backend reinstalls it explicitly.
 	WHEELS=$$(PYTHON=$(PY) scripts/build-llama-wheel.sh) && \
+	if [ "$$(cat $(VENV)/.llama-wheels 2>/dev/null)" != "$$WHEELS" ]; then \
+	  $(PY) -m pip install --quiet --no-deps --force-reinstall "$$WHEELS"/llama_cpp_python-*.whl && \
+	  echo "$$WHEELS" > $(VENV)/.llama-wheels; fi && \
 	$(PY) -m pip install --quiet --find-links "$$WHEELS" --only-binary llama-cpp-python -e .
 
 install-test: install
@@ -32,6 +37,12 @@ serve: install
 test: install-test
 	$(VENV)/bin/ruff check src tests bench
 	$(PY) -m pytest
+
+# On a machine with an NVIDIA GPU and the CUDA toolkit: the CUDA runtime and the GPU tests,
+# which fail there rather than skip if the runtime sees no GPU.
+test-gpu:
+	LMSERVE_BACKEND=cuda $(MAKE) install-test
+	LMSERVE_EXPECT_GPU=1 $(PY) -m pytest tests/test_gpu.py
 
 bench: install-test
 	$(PY) -m pip install --quiet -e '.[test,bench]'

@@ -303,12 +303,19 @@ def test_my_models_unloads_and_loads_from_the_page(app, browser):  # noqa: F811
     page.wait_for_function(f"Number(document.getElementById('load-estimate').dataset.total)"
                            f" < {first}")  # a smaller KV cache, shown before the load
     assert "512 tokens" in page.text_content("#load-estimate")
+    smaller = int(page.get_attribute("#load-estimate", "data-total"))
+    panel.get_by_label("V cache").select_option("q8_0")  # a quantized V cache: half as big
+    page.wait_for_function(f"Number(document.getElementById('load-estimate').dataset.total)"
+                           f" < {smaller}")
+    assert "f16/q8_0" in page.text_content("#load-estimate")
+    assert page.text_content("#runtime").startswith("cpu, llama.cpp ")
     panel.get_by_label("Identifier").fill("small")
     panel.get_by_role("button", name="Load with these settings").click()
     page.wait_for_selector("#library button[aria-label='Unload small']")
     [loaded] = _instances(api)
     assert loaded["id"] == "small"
     assert (loaded["config"]["context_length"], loaded["config"]["parallel"]) == (512, 2)
+    assert loaded["config"]["kv_cache_type_v"] == "q8_0"
     client = openai.OpenAI(base_url=f"{api}/v1", api_key="x", max_retries=0)
     reply = client.chat.completions.create(model=loaded["id"], max_tokens=2,
                                            messages=[{"role": "user", "content": "Hi"}])
@@ -321,7 +328,8 @@ def test_my_models_unloads_and_loads_from_the_page(app, browser):  # noqa: F811
     page.wait_for_function("document.getElementById('load-note').textContent"
                            ".startsWith('Saved')")
     saved = json.loads((app.home / "model-defaults.json").read_text())
-    assert saved == {key: {"context_length": 768, "parallel": 2, "ttl": 0.0}}
+    assert saved == {key: {"context_length": 768, "parallel": 2, "ttl": 0.0,
+                           "kv_cache_type_v": "q8_0"}}
     httpx.post(f"{api}/api/v1/models/unload", json={"all": True}, timeout=30)
     client.chat.completions.create(model=key, max_tokens=2,
                                    messages=[{"role": "user", "content": "Hi"}])

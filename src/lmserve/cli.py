@@ -23,6 +23,7 @@ from lmserve.commands import (
     key_cmd,
     log_cmd,
     models_cmd,
+    runtime_cmd,
     service_cmd,
 )
 from lmserve.config import ServerSettings
@@ -67,6 +68,7 @@ app.command("rm")(models_cmd.rm)
 app.command("get")(get.get)
 app.command("import")(import_cmd.import_)
 app.command("chat")(chat_cmd.chat)
+app.command("runtime")(runtime_cmd.runtime)
 log_app.command("stream")(log_cmd.log_stream)
 key_app.command("create")(key_cmd.key_create)
 key_app.command("list")(key_cmd.key_list)
@@ -300,6 +302,11 @@ def server_status(
                        f"{m['threads']} thread{'s' if m['threads'] != 1 else ''}"
                        + (f" ({in_use} in use: other processes keep the CPU busy)"
                           if in_use < m["threads"] else ""))
+        if runtime := (info or {}).get("runtime"):
+            typer.echo(f"  runtime: {runtime['backend']}, llama.cpp "
+                       f"{runtime['llama_cpp_version']}, CPU "
+                       f"{' '.join(runtime['cpu_features'])}; GPUs: "
+                       f"{runtime_cmd.describe_gpus(runtime['gpus'])}")
     raise typer.Exit(0 if state else 1)
 
 

@@ -20,6 +20,7 @@ from lmserve.models import ModelNotFoundError
 from lmserve.models.chat_template import ChatTemplateError
 from lmserve.models.download import DownloadError, HubUnreachableError, NotOnHubError
 from lmserve.models.file_check import ModelFileError
+from lmserve.models.load_options import LoadOptionError
 from lmserve.models.manager import (
     LoadRefusedError,
     ModelBusyError,
@@ -90,6 +91,8 @@ def _map_error(exc: Exception) -> APIError:
                         code="model_unavailable", headers={"Retry-After": "1"})
     if isinstance(exc, ModelFileError | ModelLoadError):
         return APIError(400, str(exc), param="model", code="model_load_failed")
+    if isinstance(exc, LoadOptionError):
+        return APIError(400, str(exc), param=exc.param, code="invalid_load_option")
     if isinstance(exc, ModelTooLargeError):
         return APIError(400, str(exc), param="model", code="model_too_large")
     if isinstance(exc, ChatTemplateError):

@@ -165,6 +165,9 @@ SCHEMAS: dict[str, JSON] = {
     "Library": _obj({"object": _const("list"),
                      "data": _list_of(_obj({"key": _STR, "loaded_instances": _list_of(
                          _ANY_OBJ)}))}),
+    "Runtime": _obj({"backend": _STR, "backends": _list_of(_STR),
+                     "llama_cpp_version": _STR, "cpu_features": _ANY_OBJ,
+                     "gpus": _list_of(_ANY_OBJ)}),
     "LoadResult": _obj({"instance_id": _STR, "model": _STR,
                         "status": {"enum": ["loaded", "already_loaded"]},
                         "load_time_seconds": _NUM}, {"load_config": _ANY_OBJ}),
@@ -262,6 +265,7 @@ ROUTES: dict[tuple[str, str], JSON] = {
     ("get", "/tokenizer_info"): _route("TokenizerInfo", _GENERATION),
     ("get", "/health"): _route("Health"),
     ("get", "/api/v1/status"): _route("ServerStatus"),
+    ("get", "/api/v1/runtime"): _route("Runtime"),
     ("get", "/api/v1/models"): _route("Library"),
     ("post", "/api/v1/models/load"): _route("LoadResult", _GENERATION),
     ("post", "/api/v1/models/unload"): _route("UnloadResult", (400, 404)),

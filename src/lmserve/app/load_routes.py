@@ -3,13 +3,16 @@ settings (models/load_defaults.py), used by every later load that names no value
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from lmserve.api.errors import APIError
+from lmserve.models.load_options import OPTIONS, normalized
 from lmserve.models.manager import ModelManager
 from lmserve.models.memory import available_memory, estimate_file_memory
+from lmserve.models.model import LoadConfig
 
 router = APIRouter()
 
@@ -36,25 +39,32 @@ def _whole(value: str | None, name: str) -> int | None:
 
 
 def _load_settings(manager: ModelManager, key: str) -> dict[str, Any]:
-    general = {"context_length": manager.defaults.context_length,
-               "parallel": manager.defaults.parallel, "ttl": manager.defaults.ttl or 0}
+    general = {k: v for k, v in manager.defaults.to_dict().items() if k != "max_queue"}
+    general["ttl"] = general["ttl"] or 0
     saved = manager.model_defaults.get(key)
     return {"model": key, "saved": saved, "effective": {**general, **saved}}
 
 
 @router.get("/app/api/models/estimate")
 async def estimate(request: Request, model: str, context_length: str | None = None,
-                   parallel: str | None = None) -> dict[str, Any]:
-    """Bytes a load would take (weights + KV cache), next to what the machine has free;
-    values not given are the ones the load would use."""
+                   parallel: str | None = None, kv_cache_type_k: str | None = None,
+                   kv_cache_type_v: str | None = None, flash_attention: str | None = None,
+                   gpu: str | None = None) -> dict[str, Any]:
+    """Bytes a load would take (weights, KV cache, compute buffers), next to what the
+    machine has free; values not given are the ones the load would use."""
     manager = _manager(request)
     entry = _entry(manager, model)
     effective = _load_settings(manager, entry.key)["effective"]
     n_ctx = _whole(context_length, "context_length") or effective["context_length"]
     n_par = _whole(parallel, "parallel") or effective["parallel"]
-    need = estimate_file_memory(entry.path, n_ctx, n_par)
-    return {"model": entry.key, "context_length": n_ctx, "parallel": n_par, **need,
-            "available": available_memory()}
+    chosen = normalized({"kv_cache_type_k": kv_cache_type_k or None,
+                         "kv_cache_type_v": kv_cache_type_v or None,
+                         "flash_attention": flash_attention or None, "gpu": gpu or None})
+    options = {k: v for k, v in {**effective, **chosen}.items() if k in OPTIONS}
+    config = replace(LoadConfig(), context_length=n_ctx, parallel=n_par, **options)
+    need = estimate_file_memory(entry.path, config)
+    return {"model": entry.key, "context_length": n_ctx, "parallel": n_par, **options,
+            **need, "available": available_memory()}
 
 
 @router.get("/app/api/models/load-settings")
@@ -66,7 +76,8 @@ async def get_load_settings(request: Request, model: str) -> dict[str, Any]:
 @router.put("/app/api/models/load-settings")
 async def put_load_settings(request: Request) -> dict[str, Any]:
     """Save a model's default load settings: {"model": key, "context_length",
-    "parallel", "ttl"} (a missing or null one is not saved)."""
+    "parallel", "ttl", and the llama.cpp options of load_options.py} (a missing or null
+    one is not saved)."""
     try:
         body = await request.json()
     except ValueError:
@@ -79,5 +90,6 @@ async def put_load_settings(request: Request) -> dict[str, Any]:
     try:
         manager.model_defaults.set(key, body)
     except ValueError as exc:
-        raise APIError(400, str(exc), code="invalid_value") from None
+        raise APIError(400, str(exc), param=getattr(exc, "param", None),
+                       code="invalid_value") from None
     return _load_settings(manager, key)

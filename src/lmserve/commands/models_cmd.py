@@ -104,13 +104,47 @@ def ps(as_json: AsJson = False, host: Host = None, port: Port = None,
     if not instances:
         typer.echo("No models are loaded.")
         return
-    rows = [("IDENTIFIER", "MODEL", "STATUS", "SLOTS", "QUEUED", "CONTEXT", "TTL")]
+    rows = [("IDENTIFIER", "MODEL", "STATUS", "SLOTS", "QUEUED", "CONTEXT", "TTL", "GPU",
+             "FLASH", "KV K/V", "BATCH", "MMAP", "MLOCK", "ROPE BASE/SCALE")]
     for i in instances:
         cfg = i["config"]
         ttl = f"{cfg['ttl']:.0f}s" if cfg.get("ttl") else "-"
+        rope = "/".join(f"{cfg[k]:g}" if cfg.get(k) else "model"
+                        for k in ("rope_freq_base", "rope_freq_scale"))
         rows.append((i["id"], i["model"], i["status"], f"{i['busy_slots']}/{cfg['parallel']}",
-                     str(i["queued"]), str(cfg["context_length"]), ttl))
+                     str(i["queued"]), str(cfg["context_length"]), ttl,
+                     f"{cfg['gpu']} ({i['gpu_layers']}/{i['n_layers'] + 1} layers)",
+                     cfg["flash_attention"],
+                     f"{cfg['kv_cache_type_k']}/{cfg['kv_cache_type_v']}",
+                     str(cfg["eval_batch_size"]), _yes(cfg["use_mmap"]),
+                     _yes(cfg["keep_in_memory"]), rope))
     _table(rows)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+# `lmserve load` options that pass straight to the load (models/load_options.py)
+Gpu = Annotated[str | None, typer.Option(
+    help="GPU offload: off, max, or the fraction of the layers (0-1). (default: max where "
+    "the runtime has a GPU, else off)", show_default=False)]
+FlashAttention = Annotated[str | None, typer.Option(
+    help="Flash attention: auto, on or off. (default: auto)", show_default=False)]
+KvType = Annotated[str | None, typer.Option(
+    help="KV-cache type: f16, q8_0, q4_0, ... (default: f16)", show_default=False)]
+EvalBatch = Annotated[int | None, typer.Option(
+    help="Tokens per llama.cpp evaluation batch. (default: 512)", show_default=False)]
+Mmap = Annotated[bool | None, typer.Option(
+    "--mmap/--no-mmap", help="Map the model file instead of reading it. (default: mmap)",
+    show_default=False)]
+KeepInMemory = Annotated[bool | None, typer.Option(
+    "--keep-in-memory/--no-keep-in-memory",
+    help="Lock the weights in RAM (mlock). (default: no)", show_default=False)]
+RopeBase = Annotated[float | None, typer.Option(
+    help="RoPE frequency base. (default: the model's)", show_default=False)]
+RopeScale = Annotated[float | None, typer.Option(
+    help="RoPE frequency scale. (default: the model's)", show_default=False)]
 
 
 def load(
@@ -119,22 +153,40 @@ def load(
     parallel: Annotated[int | None, typer.Option(help="Requests generated at once.")] = None,
     ttl: Annotated[float | None, typer.Option(help="Idle seconds before unloading.")] = None,
     identifier: Annotated[str | None, typer.Option(help="Name to load it under.")] = None,
+    gpu: Gpu = None, flash_attention: FlashAttention = None,
+    kv_cache_type_k: KvType = None, kv_cache_type_v: KvType = None,
+    eval_batch_size: EvalBatch = None, mmap: Mmap = None,
+    keep_in_memory: KeepInMemory = None,
+    rope_freq_base: RopeBase = None, rope_freq_scale: RopeScale = None,
     estimate_only: Annotated[bool, typer.Option("--estimate-only",
                                                 help="Print the memory it would need.")]
     = False,
     host: Host = None, port: Port = None, api_key: ApiKey = None,
 ) -> None:
     """Load a model into the running server."""
+    from lmserve.models.load_options import LoadOptionError, normalized
+
+    try:
+        options = normalized({
+            "gpu": gpu, "flash_attention": flash_attention, "kv_cache_type_k": kv_cache_type_k,
+            "kv_cache_type_v": kv_cache_type_v, "eval_batch_size": eval_batch_size,
+            "use_mmap": mmap, "keep_in_memory": keep_in_memory,
+            "rope_freq_base": rope_freq_base, "rope_freq_scale": rope_freq_scale})
+    except LoadOptionError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"--{exc.param.replace('_', '-')}") \
+            from None
     if estimate_only:
-        _estimate(model, context_length, parallel)
+        _estimate(model, context_length, parallel, options)
         return
     body = {"model": model, "context_length": context_length, "parallel": parallel,
-            "ttl": ttl, "identifier": identifier, "echo_load_config": True}
+            "ttl": ttl, "identifier": identifier, "echo_load_config": True, **options}
     out = ServerClient(host, port).post("/api/v1/models/load",
                                         {k: v for k, v in body.items() if v is not None})
     cfg = out["load_config"]
     slots = cfg["parallel"]
-    shape = f"context {cfg['context_length']}, {slots} slot{'s' if slots != 1 else ''}"
+    shape = (f"context {cfg['context_length']}, {slots} slot{'s' if slots != 1 else ''}, "
+             f"gpu {cfg['gpu']}, flash attention {cfg['flash_attention']}, KV cache "
+             f"{cfg['kv_cache_type_k']}/{cfg['kv_cache_type_v']}")
     if out["status"] == "already_loaded":
         typer.echo(f"{out['instance_id']} is already loaded ({shape}).")
     elif out["status"] == "reloaded":
@@ -146,21 +198,30 @@ def load(
                    f"{out['load_time_seconds']:.1f} s ({shape}).")
 
 
-def _estimate(model: str, context_length: int | None, parallel: int | None) -> None:
+def _estimate(model: str, context_length: int | None, parallel: int | None,
+              options: dict[str, Any]) -> None:
+    from dataclasses import replace
+
     from lmserve.models.library import ModelLibrary
     from lmserve.models.load_defaults import LoadDefaults
     from lmserve.models.memory import estimate_file_memory
+    from lmserve.models.model import LoadConfig
 
     cfg = load_config_or_exit()
     entry = ModelLibrary(cfg.models.dir).find(model)
     if entry is None:
         raise typer.BadParameter(f"No model '{model}' in the library.")
+    given = {"context_length": context_length, "parallel": parallel, **options}
     saved = LoadDefaults().get(entry.key)  # what a load naming no value would use
-    need = estimate_file_memory(
-        entry.path, context_length or saved.get("context_length", cfg.server.context_length),
-        parallel or saved.get("parallel", cfg.server.parallel))
+    load = replace(LoadConfig(context_length=cfg.server.context_length,
+                              parallel=cfg.server.parallel),
+                   **{**saved, **{k: v for k, v in given.items() if v is not None}})
+    need = estimate_file_memory(entry.path, load)
+    on_gpu = f"; {_size(need['gpu'])} on the GPU" if need["gpu"] else ""
     typer.echo(f"{entry.key}: about {_size(need['total'])} "
-               f"(weights {_size(need['weights'])}, KV cache {_size(need['kv_cache'])}).")
+               f"(weights {_size(need['weights'])}, KV cache {_size(need['kv_cache'])} "
+               f"{load.kv_cache_type_k}/{load.kv_cache_type_v}, compute "
+               f"{_size(need['compute'])}{on_gpu}).")
 
 
 def unload(

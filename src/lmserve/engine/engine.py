@@ -22,7 +22,7 @@ import numpy as np
 
 from lmserve import defaults
 from lmserve.engine.cpu_share import CpuShare
-from lmserve.engine.llama import LlamaModel
+from lmserve.engine.llama import FLASH_ATTENTION_TYPES, LlamaModel, ModelLoadError, ggml_type
 from lmserve.engine.request import (
     ContextOverflowError,
     Delta,
@@ -96,7 +96,13 @@ class Engine:
         max_queue: int = defaults.MAX_QUEUE,
         share_cpu: bool = True,
         name: str = "model",
+        flash_attention: str = "auto",
+        kv_cache_types: tuple[str, str] = ("f16", "f16"),
+        rope_freq_base: float = 0.0,
+        rope_freq_scale: float = 0.0,
     ) -> None:
+        """kv_cache_types: the K and V cache element types ("f16", "q8_0"...);
+        rope_freq_base and rope_freq_scale: 0 keeps the model's own."""
         self.model = model
         self.name = name
         self.max_queue = max_queue
@@ -114,9 +120,15 @@ class Engine:
         cp.n_threads = self.n_threads
         cp.n_threads_batch = self.n_threads
         cp.no_perf = True
+        cp.flash_attn_type = FLASH_ATTENTION_TYPES[flash_attention]
+        cp.type_k, cp.type_v = (ggml_type(t) for t in kv_cache_types)
+        cp.rope_freq_base = rope_freq_base
+        cp.rope_freq_scale = rope_freq_scale
         self._ctx = L.llama_init_from_model(model.ptr, cp)
         if not self._ctx:
-            raise RuntimeError(f"could not create a llama.cpp context of {cp.n_ctx} tokens")
+            raise ModelLoadError(
+                f"llama.cpp could not create a context of {cp.n_ctx} tokens with flash "
+                f"attention {flash_attention} and a {'/'.join(kv_cache_types)} KV cache")
         self._mem = L.llama_get_memory(self._ctx)
         self.n_ctx_slot = int(L.llama_n_ctx_seq(self._ctx))
         self._batch = L.llama_batch_init(n_batch, 0, 1)

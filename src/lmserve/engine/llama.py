@@ -44,15 +44,36 @@ class ModelLoadError(RuntimeError):
     pass
 
 
+FLASH_ATTENTION_TYPES = {"auto": L.LLAMA_FLASH_ATTN_TYPE_AUTO,
+                         "on": L.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                         "off": L.LLAMA_FLASH_ATTN_TYPE_DISABLED}
+
+
+def ggml_type(name: str) -> int:
+    """llama.cpp's number for a tensor type named as in llama-server ("f16", "q8_0")."""
+    return int(getattr(L, f"GGML_TYPE_{name.upper()}"))
+
+
+def _load_mode(use_mmap: bool, mlock: bool) -> int:
+    if use_mmap:
+        return L.LLAMA_LOAD_MODE_MMAP_MLOCK if mlock else L.LLAMA_LOAD_MODE_MMAP
+    return L.LLAMA_LOAD_MODE_MLOCK if mlock else L.LLAMA_LOAD_MODE_NONE
+
+
 class LlamaModel:
     """Model weights and vocabulary, shared by every context made from them."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, n_gpu_layers: int = 0, use_mmap: bool = True,
+                 mlock: bool = False) -> None:
+        """n_gpu_layers: layers offloaded to the GPU (the output layer counts as one);
+        use_mmap: map the file instead of reading it; mlock: keep the weights in RAM."""
         init_backend()
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
         params = L.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        params.load_mode = _load_mode(use_mmap, mlock)
         self.ptr = L.llama_model_load_from_file(str(self.path).encode(), params)
         if not self.ptr:
             raise ModelLoadError(f"llama.cpp could not load {self.path}")
@@ -60,6 +81,7 @@ class LlamaModel:
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = L.llama_model_n_ctx_train(self.ptr)
         self.n_embd = L.llama_model_n_embd(self.ptr)
+        self.n_layer = L.llama_model_n_layer(self.ptr)
         self.bos = L.llama_vocab_bos(self.vocab)
         self.eos = L.llama_vocab_eos(self.vocab)
         self.add_bos = bool(L.llama_vocab_get_add_bos(self.vocab))

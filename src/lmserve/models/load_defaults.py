@@ -12,15 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from lmserve import config
+from lmserve.models import load_options
 
 log = logging.getLogger("lmserve.models")
 
-# the settings a model may keep, with the check each value must pass
+# the settings a model may keep, with the check each value must pass; and the llama.cpp
+# options of load_options.py
 SETTINGS: dict[str, tuple[type, float]] = {
     "context_length": (int, 64),  # (type, smallest value)
     "parallel": (int, 1),
     "ttl": (float, 0),  # idle seconds before unloading; 0: never
 }
+NAMES = (*SETTINGS, *load_options.OPTIONS)
 
 
 def defaults_file() -> Path:
@@ -31,12 +34,14 @@ def checked(values: dict[str, Any]) -> dict[str, Any]:
     """The settings as stored; ValueError names the first bad one."""
     out: dict[str, Any] = {}
     for name, value in values.items():
-        if name not in SETTINGS:
-            raise ValueError(f"'{name}' is not a load setting; use "
-                             f"{', '.join(SETTINGS)}.")
-        kind, least = SETTINGS[name]
+        if name not in NAMES:
+            raise ValueError(f"'{name}' is not a load setting; use {', '.join(NAMES)}.")
         if value is None:
             continue
+        if name in load_options.OPTIONS:
+            out.update(load_options.normalized({name: value}))
+            continue
+        kind, least = SETTINGS[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or (
                 kind is int and not isinstance(value, int)) or value < least:
             raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}"

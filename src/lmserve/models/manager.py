@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lmserve.metrics import Metrics, ModelLoad
+from lmserve.models import load_options
 from lmserve.models.file_check import ModelFileChecks
 from lmserve.models.load_defaults import LoadDefaults
 from lmserve.models.memory import available_memory, estimate_file_memory, megabytes
@@ -38,7 +39,7 @@ from lmserve.request_context import note_model
 log = logging.getLogger("lmserve.models")
 
 # Load options that need a new llama.cpp context when they change.
-RELOAD_OPTIONS = ("context_length", "parallel")
+RELOAD_OPTIONS = ("context_length", "parallel", *load_options.OPTIONS)
 
 
 class ModelNotFoundError(LookupError):
@@ -76,9 +77,27 @@ class Library(Protocol):
 
 
 def estimate_memory(model: Model) -> int:
-    """Weights plus KV cache of a loaded instance, in bytes."""
-    return estimate_file_memory(model.path, model.config.context_length,
-                                model.config.parallel)["total"]
+    """The RAM a loaded instance takes, in bytes."""
+    return estimate_file_memory(model.path, model.config)["total"]
+
+
+def _checked(config: LoadConfig) -> LoadConfig:
+    """The configuration with its GPU share decided, or LoadOptionError for what the
+    runtime or llama.cpp cannot do."""
+    from lmserve.engine.runtime import gpus, runtime_info
+
+    if config.gpu is None:  # not asked: everything on a GPU where there is one
+        config = replace(config, gpu="max" if gpus() else "off")
+    elif config.gpu != "off" and not gpus():
+        raise load_options.LoadOptionError(
+            "gpu", f"gpu {config.gpu!r} needs a GPU, but this "
+            f"llama.cpp runtime ({runtime_info()['backend']}) sees none (see `lmserve "
+            "runtime`). Load with gpu 'off', or build the runtime for your GPU "
+            "(LMSERVE_BACKEND=cuda or vulkan).")
+    load_options.check_combination(
+        flash_attention=config.flash_attention, kv_cache_type_v=config.kv_cache_type_v,
+        eval_batch_size=config.eval_batch_size, parallel=config.parallel)
+    return config
 
 
 class ModelManager:
@@ -155,6 +174,7 @@ class ModelManager:
 
         allow_paths: `name` may be a GGUF file anywhere (the local user's own choice)."""
         key, path, entry = self._locate(name, allow_paths)
+        options = {**options, **load_options.normalized(options)}
         current = self.get(identifier) if identifier else next(iter(self._instances_of(key)),
                                                                 None)
         if current is not None and current.key != key:
@@ -174,8 +194,9 @@ class ModelManager:
                 config = replace(config, ttl=None)
             identifier, outcome = identifier or key, "loaded"
         try:
+            config = _checked(config)
             self.file_checks.check(path)
-            needed = estimate_file_memory(path, config.context_length, config.parallel)
+            needed = estimate_file_memory(path, config)
             self._check_fits(key, needed, replacing=current)
             if current is not None:
                 self._retire(current, config)
@@ -188,9 +209,12 @@ class ModelManager:
         self.metrics.load_time.labels(key).observe(model.load_time_s)
         with self._lock:
             self._models[identifier] = model
-        log.info("%s %s as %s in %.1f s (context %d per slot, %d slots, ttl %s)", outcome,
-                 key, identifier, model.load_time_s, model.context_length,
-                 config.parallel, f"{config.ttl:.0f} s" if config.ttl else "none")
+        log.info("%s %s as %s in %.1f s (context %d per slot, %d slots, ttl %s, gpu %s, "
+                 "flash attention %s, KV %s/%s)", outcome, key, identifier,
+                 model.load_time_s, model.context_length, config.parallel,
+                 f"{config.ttl:.0f} s" if config.ttl else "none",
+                 config.gpu, config.flash_attention,
+                 config.kv_cache_type_k, config.kv_cache_type_v)
         return model, outcome
 
     def _model_loads(self) -> list[ModelLoad]:
@@ -205,12 +229,12 @@ class ModelManager:
         """Refuses a load that could never fit, before any memory is spent on it."""
         what = (f"Loading {key} needs about {megabytes(needed['total'])} "
                 f"(weights {megabytes(needed['weights'])}, KV cache "
-                f"{megabytes(needed['kv_cache'])})")
+                f"{megabytes(needed['kv_cache'])}, compute {megabytes(needed['compute'])})")
         if self.memory_budget and needed["total"] > self.memory_budget:
             raise ModelTooLargeError(
                 f"{what}, more than the memory budget of {megabytes(self.memory_budget)} "
                 "(models.memory_budget_mb). Load it with a smaller context_length or "
-                "parallel, or raise the budget.")
+                "parallel or a q8_0 KV cache, or raise the budget.")
         available = available_memory()
         if available is None:
             return
@@ -222,7 +246,8 @@ class ModelManager:
                 f"{what}, but this machine has only {megabytes(available)} available"
                 + (f" (plus {megabytes(reclaimable)} held by idle models)"
                    if reclaimable else "")
-                + ". Load it with a smaller context_length or parallel.")
+                + ". Load it with a smaller context_length or parallel, or a q8_0 KV "
+                "cache (kv_cache_type_k and kv_cache_type_v).")
 
     def _retire(self, model: Model, new: LoadConfig) -> None:
         """Takes an instance out of routing, lets its in-flight requests finish, frees it."""

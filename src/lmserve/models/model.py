@@ -23,6 +23,8 @@ from lmserve.engine import (
 from lmserve.engine.request import Delta, Event
 from lmserve.metrics import Metrics
 from lmserve.models.chat_template import ChatTemplate
+from lmserve.models.load_options import gpu_layers
+from lmserve.models.memory import layer_count
 from lmserve.request_context import current_record, current_request_id
 
 log = logging.getLogger("lmserve.models")
@@ -104,7 +106,11 @@ class GenerationStream:
 
 @dataclass(frozen=True)
 class LoadConfig:
-    """How an instance is loaded; `ttl` is idle seconds before unloading (None: never)."""
+    """How an instance is loaded; `ttl` is idle seconds before unloading (None: never).
+
+    The llama.cpp options are those of models/load_options.py: `gpu` is 'off', 'max' or
+    the fraction of the layers offloaded (None: 'max' where the runtime has a GPU, else
+    'off'), the RoPE frequencies None for the model's own."""
 
     context_length: int = defaults.CONTEXT_LENGTH
     parallel: int = defaults.PARALLEL
@@ -112,10 +118,26 @@ class LoadConfig:
     threads: int | None = None
     share_cpu: bool = True
     ttl: float | None = None
+    gpu: str | float | None = None
+    flash_attention: str = defaults.FLASH_ATTENTION
+    kv_cache_type_k: str = defaults.KV_CACHE_TYPE
+    kv_cache_type_v: str = defaults.KV_CACHE_TYPE
+    eval_batch_size: int = defaults.BATCH_SIZE
+    use_mmap: bool = True
+    keep_in_memory: bool = False
+    rope_freq_base: float | None = None
+    rope_freq_scale: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"context_length": self.context_length, "parallel": self.parallel,
-                "ttl": self.ttl, "max_queue": self.max_queue}
+                "ttl": self.ttl, "max_queue": self.max_queue,
+                "gpu": self.gpu, "flash_attention": self.flash_attention,
+                "kv_cache_type_k": self.kv_cache_type_k,
+                "kv_cache_type_v": self.kv_cache_type_v,
+                "eval_batch_size": self.eval_batch_size, "use_mmap": self.use_mmap,
+                "keep_in_memory": self.keep_in_memory,
+                "rope_freq_base": self.rope_freq_base,
+                "rope_freq_scale": self.rope_freq_scale}
 
 
 class Model:
@@ -133,16 +155,23 @@ class Model:
         self.config = config
         self.created = int(time.time())
         t0 = time.perf_counter()
-        self.llama = LlamaModel(path)
+        self.gpu_layers = gpu_layers(config.gpu, layer_count(path))
+        self.llama = LlamaModel(path, n_gpu_layers=self.gpu_layers, use_mmap=config.use_mmap,
+                                mlock=config.keep_in_memory)
         try:
             self.engine = Engine(
                 self.llama,
                 n_slots=config.parallel,
                 n_ctx_slot=config.context_length,
+                n_batch=config.eval_batch_size,
                 max_queue=config.max_queue,
                 n_threads=config.threads,
                 share_cpu=config.share_cpu,
                 name=model_id,
+                flash_attention=config.flash_attention,
+                kv_cache_types=(config.kv_cache_type_k, config.kv_cache_type_v),
+                rope_freq_base=config.rope_freq_base or 0.0,
+                rope_freq_scale=config.rope_freq_scale or 0.0,
             )
         except Exception:
             self.llama.close()

@@ -34,6 +34,8 @@ def instance_object(model: Model) -> dict[str, Any]:
         "load_time_seconds": round(model.load_time_s, 3),
         "idle_seconds": round(time.monotonic() - model.last_used, 1),
         "config": model.config.to_dict(),
+        "gpu_layers": model.gpu_layers,  # of n_layers + 1 (the output layer)
+        "n_layers": model.llama.n_layer,
     }
 
 
@@ -75,15 +77,25 @@ class LoadRequest(BaseModel):
     parallel: int | None = Field(default=None, ge=1, le=64)
     ttl: float | None = Field(default=None, description="idle seconds; 0 or less: never")
     identifier: str | None = Field(default=None, min_length=1)
+    gpu: str | float | None = Field(default=None, description="'off', 'max' or the "
+                                    "fraction of the layers to offload (0 to 1)")
+    flash_attention: str | None = Field(default=None, description="auto, on or off")
+    kv_cache_type_k: str | None = Field(default=None, description="f16, q8_0, q4_0, ...")
+    kv_cache_type_v: str | None = Field(default=None, description="f16, q8_0, q4_0, ...; "
+                                        "a quantized V cache needs flash attention")
+    eval_batch_size: int | None = Field(default=None, ge=1)
+    use_mmap: bool | None = None
+    keep_in_memory: bool | None = Field(default=None, description="lock the weights in RAM")
+    rope_freq_base: float | None = Field(default=None, gt=0)
+    rope_freq_scale: float | None = Field(default=None, gt=0)
     echo_load_config: bool = False
 
 
 @router.post("/api/v1/models/load")
 async def load_model(body: LoadRequest,
                      manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
-    model, outcome = await manager.load(body.model, identifier=body.identifier,
-                                        context_length=body.context_length,
-                                        parallel=body.parallel, ttl=body.ttl)
+    options = body.model_dump(exclude={"model", "identifier", "echo_load_config"})
+    model, outcome = await manager.load(body.model, identifier=body.identifier, **options)
     out: dict[str, Any] = {
         "instance_id": model.id,
         "model": model.key,

@@ -1,4 +1,5 @@
-"""GET /health and GET /api/v1/status: liveness, loaded models and their slots."""
+"""GET /health, GET /api/v1/status and GET /api/v1/runtime: liveness, loaded models and
+their slots, and the llama.cpp runtime (backend, version, CPU features, GPUs)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 
 from lmserve import __version__
 from lmserve.api.deps import get_manager
+from lmserve.engine.runtime import runtime_info
 from lmserve.models import ModelManager
 
 router = APIRouter()
@@ -41,4 +43,16 @@ async def status(request: Request, manager: ModelManager = Depends(get_manager))
         "version": __version__,
         "base_url": request.app.state.base_url,
         "models": models,
+        "runtime": runtime_summary(runtime_info()),
     }
+
+
+def runtime_summary(info: dict[str, Any]) -> dict[str, Any]:
+    """The part of the runtime a status line shows."""
+    return {"backend": info["backend"], "llama_cpp_version": info["llama_cpp_version"],
+            "cpu_features": info["cpu_features"]["used"], "gpus": info["gpus"]}
+
+
+@router.get("/api/v1/runtime")
+async def runtime() -> dict[str, Any]:
+    return runtime_info()

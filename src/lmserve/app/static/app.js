@@ -199,6 +199,16 @@ async function followLog() {
 }
 followLog().catch((err) => showLogEntry({ time: Date.now() / 1000, level: "error", message: `log feed: ${err.message}` }));
 
+// The llama.cpp runtime (GET /api/v1/runtime): backend, version, CPU features, GPUs.
+async function showRuntime() {
+  const r = await call("GET", "/api/v1/runtime");
+  const gpus = r.gpus.map((g) => `${g.description || g.name} (${(g.memory_total / 1e9).toFixed(1)} GB)`)
+    .join(", ");
+  $("runtime").textContent = `${r.backend}, llama.cpp ${r.llama_cpp_version}, `
+    + `${r.cpu_features.used.join(" ")}; GPUs: ${gpus || "none"}`;
+}
+showRuntime().catch((err) => { $("runtime").textContent = err.message; });
+
 fillSettings((await call("GET", "/app/api/settings")).settings);
 await refresh();
 setInterval(refresh, 1000);

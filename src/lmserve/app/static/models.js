@@ -73,20 +73,53 @@ const fields = { context_length: "load-context", parallel: "load-parallel", ttl:
 const query = (params) => new URLSearchParams(
   Object.entries(params).filter(([, v]) => v !== "")).toString();
 
+// the llama.cpp load options (models/load_options.py): text choices, numbers, switches
+const choices = { gpu: "load-gpu", flash_attention: "load-flash", kv_cache_type_k: "load-kv-k",
+  kv_cache_type_v: "load-kv-v" };
+const numbers = { eval_batch_size: "load-batch", rope_freq_base: "load-rope-base",
+  rope_freq_scale: "load-rope-scale" };
+const switches = { use_mmap: "load-mmap", keep_in_memory: "load-mlock" };
+
+let shown = {}; // the llama.cpp options as the panel opened: only changes are sent
+let saved = {}; // and those saved for the model, which a save must keep
+
 function options() {
   const out = {};
   for (const [name, id] of Object.entries(fields)) if ($(id).value !== "") out[name] = Number($(id).value);
+  const llama = {};
+  for (const [name, id] of Object.entries(numbers)) if ($(id).value !== "") llama[name] = Number($(id).value);
+  for (const [name, id] of Object.entries(choices)) {
+    const value = $(id).value;
+    if (value !== "") llama[name] = Number.isNaN(Number(value)) ? value : Number(value);
+  }
+  for (const [name, id] of Object.entries(switches)) llama[name] = $(id).checked;
+  for (const [name, value] of Object.entries(llama)) {
+    if (name in saved || value !== shown[name]) out[name] = value;
+  }
   return out;
+}
+
+function showOptions(settings) {
+  for (const [name, id] of Object.entries({ ...fields, ...numbers, ...choices })) {
+    $(id).value = settings.effective[name] ?? "";
+  }
+  for (const [name, id] of Object.entries(switches)) $(id).checked = settings.effective[name];
+  shown = settings.effective;
+  saved = settings.saved;
 }
 
 async function showEstimate() {
   const o = options();
   try {
     const e = await call("GET", "/app/api/models/estimate?" + query({
-      model: loading, context_length: o.context_length ?? "", parallel: o.parallel ?? "" }));
+      model: loading, context_length: o.context_length ?? "", parallel: o.parallel ?? "",
+      kv_cache_type_k: o.kv_cache_type_k ?? "", kv_cache_type_v: o.kv_cache_type_v ?? "",
+      flash_attention: o.flash_attention ?? "", gpu: o.gpu ?? "" }));
     const free = e.available == null ? "" : `, ${size(e.available)} available now`;
+    const gpu = e.gpu ? `, ${size(e.gpu)} on the GPU` : "";
     $("load-estimate").textContent = `Needs about ${size(e.total)} (weights ${size(e.weights)}, `
-      + `KV cache ${size(e.kv_cache)} for ${e.parallel} × ${e.context_length} tokens)${free}.`;
+      + `KV cache ${size(e.kv_cache)} for ${e.parallel} × ${e.context_length} tokens in `
+      + `${e.kv_cache_type_k}/${e.kv_cache_type_v}, compute ${size(e.compute)}${gpu})${free}.`;
     $("load-estimate").dataset.total = e.total;
   } catch (err) {
     $("load-estimate").textContent = err.message;
@@ -97,7 +130,7 @@ async function openLoadPanel(key) {
   const settings = await call("GET", "/app/api/models/load-settings?" + query({ model: key }));
   loading = settings.model;
   $("load-model").textContent = loading;
-  for (const [name, id] of Object.entries(fields)) $(id).value = settings.effective[name];
+  showOptions(settings);
   $("load-identifier").value = "";
   $("load-identifier").placeholder = loading;
   $("load-note").textContent = Object.keys(settings.saved).length ? "Saved defaults of this model." : "";
@@ -106,7 +139,9 @@ async function openLoadPanel(key) {
   $("load-context").focus();
 }
 
-for (const id of Object.values(fields)) $(id).addEventListener("input", showEstimate);
+for (const id of [...Object.values(fields), ...Object.values(choices)]) {
+  $(id).addEventListener("input", showEstimate);
+}
 
 $("load-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -126,7 +161,8 @@ $("load-form").addEventListener("submit", async (event) => {
 
 $("save-load-defaults").addEventListener("click", async () => {
   try {
-    await call("PUT", "/app/api/models/load-settings", { model: loading, ...options() });
+    ({ saved, effective: shown } = await call("PUT", "/app/api/models/load-settings",
+      { model: loading, ...options() }));
     $("load-note").textContent = `Saved: ${loading} loads with these settings when a load names none.`;
   } catch (err) {
     showError(err.message);
