@@ -184,9 +184,7 @@ def load(
                                         {k: v for k, v in body.items() if v is not None})
     cfg = out["load_config"]
     slots = cfg["parallel"]
-    shape = (f"context {cfg['context_length']}, {slots} slot{'s' if slots != 1 else ''}, "
-             f"gpu {cfg['gpu']}, flash attention {cfg['flash_attention']}, KV cache "
-             f"{cfg['kv_cache_type_k']}/{cfg['kv_cache_type_v']}")
+    shape = f"context {cfg['context_length']}, {slots} slot{'s' if slots != 1 else ''}"
     if out["status"] == "already_loaded":
         typer.echo(f"{out['instance_id']} is already loaded ({shape}).")
     elif out["status"] == "reloaded":
@@ -196,6 +194,10 @@ def load(
     else:
         typer.echo(f"Loaded {out['model']} as {out['instance_id']} in "
                    f"{out['load_time_seconds']:.1f} s ({shape}).")
+    typer.echo(f"  gpu {cfg['gpu']}, flash attention {cfg['flash_attention']}, KV cache "
+               f"{cfg['kv_cache_type_k']}/{cfg['kv_cache_type_v']}, eval batch "
+               f"{cfg['eval_batch_size']}{'' if cfg['use_mmap'] else ', no mmap'}"
+               f"{', kept in memory' if cfg['keep_in_memory'] else ''}.")
 
 
 def _estimate(model: str, context_length: int | None, parallel: int | None,
