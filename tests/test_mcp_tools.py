@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -259,26 +260,35 @@ def test_per_request_servers_are_refused_unless_allowed(tools):
         strict.stop()
 
 
-def test_mcp_json_stdio_servers_start_once_and_stop_on_close(tmp_path):
+def test_mcp_json_stdio_servers_start_once_restart_and_stop(tmp_path):
     calls = tmp_path / "calls.jsonl"
     (tmp_path / "mcp.json").write_text(json.dumps({"mcpServers": {"tools": {
         "command": sys.executable, "args": [str(TOOL_SERVER), "stdio"],
         "env": {"MCP_CALLS_FILE": str(calls)}}}}))
 
-    async def run() -> tuple[int, int]:
+    def pids() -> list[int]:
+        return [json.loads(line)["pid"] for line in calls.read_text().splitlines()]
+
+    async def run() -> None:
         pool = McpPool(McpSettings(), tmp_path / "mcp.json")
         first = await pool.shared("tools")
-        second = await pool.shared("tools")
-        assert first is second
+        assert await pool.shared("tools") is first
         one = await first.call_tool("add", {"a": 1, "b": 2}, timeout=20)
-        two = await second.call_tool("lookup", {"key": "capital_of_france"}, timeout=20)
+        two = await first.call_tool("lookup", {"key": "capital_of_france"}, timeout=20)
         assert (one.output, two.output) == ("3", "Paris")
+        assert pids()[0] == pids()[1]  # one process served both calls
+        # A server that dies fails the call in flight, and is started anew for the next.
+        os.kill(pids()[0], signal.SIGKILL)
+        await asyncio.sleep(0.5)
+        gone = await first.call_tool("add", {"a": 1, "b": 2}, timeout=20)
+        assert gone.failed
+        second = await pool.shared("tools")
+        assert second is not first
+        assert (await second.call_tool("add", {"a": 2, "b": 2}, timeout=20)).output == "4"
         await pool.close()
-        assert not first.alive
-        return json.loads(calls.read_text().splitlines()[0])["pid"], \
-            json.loads(calls.read_text().splitlines()[1])["pid"]
+        assert not second.alive
 
-    pid_one, pid_two = asyncio.run(run())
-    assert pid_one == pid_two  # one process served both calls
+    asyncio.run(run())
+    assert pids()[-1] != pids()[0]
     with pytest.raises(ProcessLookupError):
-        os.kill(pid_one, 0)  # stopped by close()
+        os.kill(pids()[-1], 0)  # stopped by close()

@@ -50,11 +50,18 @@ class ServerRequest:
 class ServerTools:
     """A requested server once connected: its tools, or why they could not be listed."""
 
-    label: str
+    request: ServerRequest
     tools: list[McpTool]
     connection: McpConnection | None = None
     error: str | None = None
-    ephemeral: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.request.label
+
+    @property
+    def ephemeral(self) -> bool:
+        return self.request.remote is not None
 
 
 # -- events -------------------------------------------------------------------------------
@@ -68,7 +75,7 @@ class ToolsListed:
 @dataclass(frozen=True)
 class ServerCallStart:
     call_id: str
-    server_label: str
+    server: ServerTools
     name: str
 
 
@@ -81,7 +88,7 @@ class ServerCallArgsDelta:
 @dataclass(frozen=True)
 class ServerCallDone:
     call_id: str
-    server_label: str
+    server: ServerTools
     name: str
     arguments: str
     outcome: ToolOutcome
@@ -114,7 +121,6 @@ async def connect_servers(pool: McpPool, requests: list[ServerRequest], param: s
 
 
 async def _connect(pool: McpPool, request: ServerRequest) -> ServerTools:
-    ephemeral = request.remote is not None
     connection: McpConnection | None = None
     try:
         if request.remote is not None:
@@ -124,10 +130,10 @@ async def _connect(pool: McpPool, request: ServerRequest) -> ServerTools:
             connection = await pool.shared(request.declared)
         tools = await connection.list_tools(request.allowed_tools)
     except McpUnavailableError as exc:
-        if connection is not None and ephemeral:
+        if connection is not None and request.remote is not None:
             connection.release()
-        return ServerTools(request.label, [], error=str(exc), ephemeral=ephemeral)
-    return ServerTools(request.label, tools, connection, ephemeral=ephemeral)
+        return ServerTools(request, [], error=str(exc))
+    return ServerTools(request, tools, connection)
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -200,7 +206,7 @@ class ServerToolLoop:
                     if call.server is None:
                         yield 0, event
                     else:
-                        yield 0, ServerCallStart(call.call_id, call.server.label, call.name)
+                        yield 0, ServerCallStart(call.call_id, call.server, call.name)
                 elif isinstance(event, ToolCallArgsDelta) and calls:
                     call = calls[-1]
                     call.parts.append(event.text)
@@ -224,8 +230,8 @@ class ServerToolLoop:
                                   "token limit.") if cut_off else await self._call(call)
                 results.append((call, outcome))
                 assert call.server is not None
-                yield 0, ServerCallDone(call.call_id, call.server.label, call.name,
-                                        call.arguments, outcome)
+                yield 0, ServerCallDone(call.call_id, call.server, call.name, call.arguments,
+                                        outcome)
             budget = self._token_budget(turns)
             # Calls to client functions go back to the caller, who runs them.
             if not server_calls or len(server_calls) < len(calls) or cut_off or budget == 0:

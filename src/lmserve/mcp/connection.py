@@ -20,6 +20,7 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.types import CONNECTION_CLOSED
 
 from lmserve.mcp.servers import RemoteServer, ServerSpec, StdioServer
 
@@ -84,7 +85,8 @@ class McpConnection:
 
     @property
     def alive(self) -> bool:
-        return self._task is not None and not self._task.done() and self._client is not None
+        return self._client is not None and not self._closing.is_set() \
+            and self._task is not None and not self._task.done()
 
     async def open(self) -> None:
         """Connects, or raises McpUnavailableError saying why not."""
@@ -187,10 +189,13 @@ class McpConnection:
             return failure(f"Tool '{name}' on MCP server '{self.label}' did not answer "
                            f"within {timeout:g} s.", code=-32001)
         except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:  # the server went away: the pool starts it anew
+                self.release()
             return failure(exc.message, exc.code)
         except McpUnavailableError as exc:
             return failure(str(exc))
-        except Exception as exc:
+        except Exception as exc:  # the session broke: the pool will open a new one
+            self.release()
             return failure(f"MCP server '{self.label}' failed: {_reason(exc)}")
         content = [block.model_dump(mode="json", exclude_none=True, by_alias=True)
                    for block in result.content]

@@ -76,7 +76,7 @@ class McpItems:
         if isinstance(event, ServerCallStart):
             events = b._close("completed")
             events += b._add({"id": new_item_id("mcp"), "type": "mcp_call",
-                                  "server_label": event.server_label, "name": event.name,
+                                  "server_label": event.server.label, "name": event.name,
                                   "arguments": "", "output": None, "error": None,
                                   "status": "in_progress", "approval_request_id": None})
             item = self._calls[event.call_id] = b._open
