@@ -198,6 +198,8 @@ def test_stream_tool_use(claude):
 def _sse_frames(body: str) -> list[tuple[str, dict]]:
     frames = []
     for raw in body.strip().split("\n\n"):
+        if raw.startswith(":"):
+            continue  # a keep-alive comment, sent when the model is slow to answer
         lines = dict(line.split(": ", 1) for line in raw.split("\n"))
         frames.append((lines["event"], json.loads(lines["data"])))
     return frames

@@ -48,7 +48,8 @@ def test_defaults_when_there_is_no_file(isolated: Path) -> None:
     assert cfg.to_dict() == {
         "server": {"port": 1234, "host": "127.0.0.1", "cors": True, "context_length": 4096,
                    "parallel": 4, "max_queue": 64, "threads": 0,
-                   "share_cpu": True, "log_format": "text", "log_prompts": False},
+                   "share_cpu": True, "log_format": "text", "log_prompts": False,
+                   "keepalive_seconds": 2},
         "models": {"dir": str(isolated / "models"), "jit": True, "ttl_seconds": 3600,
                    "max_loaded": 0, "memory_budget_mb": 0, "default": ""},
         "security": {"allowed_hosts": "", "allowed_origins": ""},

@@ -83,6 +83,7 @@ class ServerSettings:
     api_key: str | None = None  # one ad-hoc admin key, besides the stored ones
     log_format: str = "text"  # or "json": one JSON object per line
     log_prompts: bool = False  # prompt and output text in the log
+    keepalive_seconds: int = 2  # SSE comment after this long without an event; 0 = none
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class ServerConfig:
     share_cpu: bool = True  # decode with fewer threads while other processes are busy
     log_format: str = "text"
     log_prompts: bool = False
+    keepalive_seconds: int = 2  # SSE comment after this long without an event; 0 = none
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "server.parallel": (1, None),
     "server.max_queue": (0, None),
     "server.threads": (0, None),
+    "server.keepalive_seconds": (0, None),
     "models.ttl_seconds": (0, None),
     "models.max_loaded": (0, None),
     "models.memory_budget_mb": (0, None),
@@ -399,6 +402,7 @@ def settings_from_config(cfg: Config, **overrides: Any) -> ServerSettings:
         "share_cpu": cfg.server.share_cpu,
         "log_format": cfg.server.log_format,
         "log_prompts": cfg.server.log_prompts,
+        "keepalive_seconds": cfg.server.keepalive_seconds,
     }
     values.update({name: value for name, value in overrides.items() if value is not None})
     return ServerSettings(**values)

@@ -142,7 +142,8 @@ def serve(settings: ServerSettings, models: ModelsConfig | None = None,
     app = create_app(manager, cors=settings.cors, base_url=url, on_ready=ready,
                      hosts=HostPolicy(settings.host, security.hosts()),
                      origins=OriginPolicy(security.origins()), keys=keys,
-                     limits=request_limits(limits or LimitsConfig()))
+                     limits=request_limits(limits or LimitsConfig()),
+                     keepalive_seconds=settings.keepalive_seconds)
 
     server = _Server(uvicorn.Config(
         app,

@@ -39,6 +39,7 @@ def create_app(
     origins: OriginPolicy | None = None,
     keys: KeyRing | None = None,
     limits: RequestLimits | None = None,
+    keepalive_seconds: float = 0,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -55,6 +56,7 @@ def create_app(
                   docs_url=None, redoc_url=None, dependencies=[Depends(note_route)])
     app.state.manager = manager
     app.state.base_url = base_url
+    app.state.keepalive_seconds = keepalive_seconds  # for SSE routes (api/serving.py)
     install_error_handlers(app)
     app.state.logs = LogBroadcaster()
     logging.getLogger("lmserve").addHandler(app.state.logs)

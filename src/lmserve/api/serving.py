@@ -9,13 +9,15 @@ Server-Sent Events; `respond` drops them and answers with the whole response, or
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Protocol
 
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
 from lmserve.api.disconnect import ClientDisconnectedError, unless_disconnected
+from lmserve.api.sse import sse_response
 
 
 class Run(Protocol):
@@ -49,11 +51,28 @@ class Translator(Protocol):
         ...
 
 
-async def stream(run: Run, translator: Translator) -> AsyncIterator[bytes]:
+# An SSE comment: clients ignore it, but it resets their idle timeouts.
+KEEPALIVE = b": keep-alive\n\n"
+_QUIET = object()  # nothing came from the run for one keep-alive interval
+
+
+def stream_response(request: Request, run: Run, translator: Translator
+                    ) -> StreamingResponse:
+    """The run as an SSE response, with keep-alive comments at the server's interval."""
+    interval = request.app.state.keepalive_seconds
+    return sse_response(stream(run, translator, keepalive=interval))
+
+
+async def stream(run: Run, translator: Translator, *, keepalive: float | None = None
+                 ) -> AsyncIterator[bytes]:
     try:
         for event in translator.start():
             yield translator.frame(event)
-        async for index, item in run.events():
+        async for pair in _with_quiet_marks(run.events(), keepalive):
+            if pair is _QUIET:
+                yield KEEPALIVE
+                continue
+            index, item = pair
             for event in translator.feed(index, item):
                 yield translator.frame(event)
         for event in translator.end():
@@ -65,6 +84,33 @@ async def stream(run: Run, translator: Translator) -> AsyncIterator[bytes]:
         run.cancel()
     if translator.closing:
         yield translator.closing
+
+
+async def _with_quiet_marks(events: AsyncIterator[Any], interval: float | None
+                            ) -> AsyncIterator[Any]:
+    """The events, with _QUIET after each interval in which none came (while a prompt is
+    read, or the run waits for a slot)."""
+    if not interval:
+        async for item in events:
+            yield item
+        return
+    iterator = aiter(events)
+    # The pending read is a task of its own: a timeout must not cancel the run.
+    pending: asyncio.Future = asyncio.ensure_future(anext(iterator))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if not done:
+                yield _QUIET
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            yield item
+            pending = asyncio.ensure_future(anext(iterator))
+    finally:
+        pending.cancel()
 
 
 async def collect(run: Run, translator: Translator) -> dict[str, Any]:

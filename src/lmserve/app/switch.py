@@ -98,7 +98,8 @@ class ServerSwitch:
                                    base_url=base_url(host, port),
                                    hosts=HostPolicy(host, cfg.security.hosts()),
                                    origins=OriginPolicy(cfg.security.origins()),
-                                   keys=self.keys, limits=request_limits(cfg.limits))
+                                   keys=self.keys, limits=request_limits(cfg.limits),
+                                   keepalive_seconds=settings.keepalive_seconds)
             self._server = _Listener(uvicorn.Config(
                 self._api, lifespan="off",  # the app's server owns the models' lifecycle
                 log_level="warning", log_config=None, timeout_graceful_shutdown=5))

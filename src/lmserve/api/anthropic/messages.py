@@ -19,8 +19,8 @@ from lmserve.api.anthropic.protocol import CountTokensRequest, MessagesRequest
 from lmserve.api.chat import ChatEvent, Finish, render_prompt, start_chat
 from lmserve.api.deps import get_manager
 from lmserve.api.errors import as_api_error
-from lmserve.api.serving import respond, stream
-from lmserve.api.sse import sse_response, sse_typed
+from lmserve.api.serving import respond, stream_response
+from lmserve.api.sse import sse_typed
 from lmserve.api.usage import TokenUsage
 from lmserve.models import Model, ModelManager
 from lmserve.parsers import ContentDelta, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
@@ -61,7 +61,7 @@ async def create_message(
     translator = MessageTranslator(
         _message_head(model, input_tokens=len(run.streams[0].request.prompt)))
     if body.stream:
-        return sse_response(stream(run, translator))
+        return stream_response(request, run, translator)
     try:
         return await respond(request, run, translator)
     except Exception as exc:

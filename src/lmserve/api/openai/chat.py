@@ -13,8 +13,7 @@ from lmserve.api.deps import get_manager
 from lmserve.api.native.models import model_info
 from lmserve.api.openai.chunks import ChunkTranslator, Extras
 from lmserve.api.openai.protocol import ChatCompletionRequest, logprobs_object, new_id, now
-from lmserve.api.serving import respond, stream
-from lmserve.api.sse import sse_response
+from lmserve.api.serving import respond, stream_response
 from lmserve.engine import Done
 from lmserve.engine.request import TokenLogprob
 from lmserve.models import Model, ModelManager
@@ -46,7 +45,7 @@ async def create_chat_completion(
         legacy=body.legacy_functions,
         extras=(lambda done: native_extras(model, done)) if native else None)
     if body.stream:
-        return sse_response(stream(run, translator))
+        return stream_response(request, run, translator)
     return await respond(request, run, translator)
 
 

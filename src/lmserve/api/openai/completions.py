@@ -14,8 +14,7 @@ from lmserve.api.generation import GenerationRun, finish_reason
 from lmserve.api.openai.chat import native_extras
 from lmserve.api.openai.chunks import ChunkTranslator, Extras
 from lmserve.api.openai.protocol import CompletionRequest, new_id, now
-from lmserve.api.serving import respond, stream
-from lmserve.api.sse import sse_response
+from lmserve.api.serving import respond, stream_response
 from lmserve.engine import Delta, Done, PromptLogprobs
 from lmserve.engine.request import ContextOverflowError, Event, TokenLogprob
 from lmserve.models import GenerationStream, Model, ModelManager
@@ -81,7 +80,7 @@ async def _create(body: CompletionRequest, request: Request, manager: ModelManag
         include_usage=body.include_usage,
         extras=(lambda done: native_extras(model, done)) if native else None)
     if body.stream:
-        return sse_response(stream(run, translator))
+        return stream_response(request, run, translator)
     return await respond(request, run, translator)
 
 

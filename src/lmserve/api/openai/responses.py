@@ -22,8 +22,8 @@ from lmserve.api.openai.responses_protocol import (
     conversation_messages,
     new_item_id,
 )
-from lmserve.api.serving import respond, stream
-from lmserve.api.sse import sse_response, sse_typed
+from lmserve.api.serving import respond, stream_response
+from lmserve.api.sse import sse_typed
 from lmserve.api.tool_loop import ServerToolLoop
 from lmserve.api.usage import TokenUsage
 from lmserve.models import Model, ModelManager
@@ -54,7 +54,7 @@ async def create_response(
     builder = ResponseBuilder(_head(body, model.id, spec), _token_counter(model),
                               keep=_keeper(store, context) if body.stores else None)
     if body.streams:
-        return sse_response(stream(run, builder))
+        return stream_response(request, run, builder)
     return await respond(request, run, builder)
 
 
