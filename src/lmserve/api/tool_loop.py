@@ -86,6 +86,16 @@ class ServerCallArgsDelta:
 
 
 @dataclass(frozen=True)
+class ServerCallArgsDone:
+    """The model has written the whole call: it runs now."""
+
+    call_id: str
+    server: ServerTools
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class ServerCallDone:
     call_id: str
     server: ServerTools
@@ -94,7 +104,9 @@ class ServerCallDone:
     outcome: ToolOutcome
 
 
-LoopEvent = ChatEvent | ToolsListed | ServerCallStart | ServerCallArgsDelta | ServerCallDone
+McpEvent = ToolsListed | ServerCallStart | ServerCallArgsDelta | ServerCallArgsDone | \
+    ServerCallDone
+LoopEvent = ChatEvent | McpEvent
 
 
 # -- connecting -----------------------------------------------------------------------------
@@ -129,7 +141,7 @@ async def _connect(pool: McpPool, request: ServerRequest) -> ServerTools:
             assert request.declared is not None
             connection = await pool.shared(request.declared)
         tools = await connection.list_tools(request.allowed_tools)
-    except McpUnavailableError as exc:
+    except (McpUnavailableError, McpConfigError) as exc:  # mcp.json may change meanwhile
         if connection is not None and request.remote is not None:
             connection.release()
         return ServerTools(request, [], error=str(exc))
@@ -225,11 +237,13 @@ class ServerToolLoop:
             cut_off = finish.done.finish_reason == "length"
             results = []
             for call in server_calls:
+                assert call.server is not None
+                yield 0, ServerCallArgsDone(call.call_id, call.server, call.name,
+                                            call.arguments)
                 # A call cut off by the token limit may be incomplete: it is not run.
                 outcome = failure("The call was not run: the model's output reached the "
                                   "token limit.") if cut_off else await self._call(call)
                 results.append((call, outcome))
-                assert call.server is not None
                 yield 0, ServerCallDone(call.call_id, call.server, call.name, call.arguments,
                                         outcome)
             budget = self._token_budget(turns)

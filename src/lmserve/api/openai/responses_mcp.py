@@ -11,7 +11,9 @@ from lmserve.api.chat import ChatRun, ChatSpec
 from lmserve.api.errors import APIError
 from lmserve.api.openai.responses_protocol import new_item_id
 from lmserve.api.tool_loop import (
+    McpEvent,
     ServerCallArgsDelta,
+    ServerCallArgsDone,
     ServerCallDone,
     ServerCallStart,
     ServerRequest,
@@ -57,9 +59,6 @@ async def start_with_mcp(body: ResponseRequest, spec: ChatSpec, manager: ModelMa
         raise
 
 
-McpEvent = ToolsListed | ServerCallStart | ServerCallArgsDelta | ServerCallDone
-
-
 class McpItems:
     """The MCP part of a ResponseBuilder, through the builder's own item and event
     methods. A call's item stays open from the model's first word of it until its
@@ -88,6 +87,9 @@ class McpItems:
             item.parts.append(event.text)
             return [b._event("response.mcp_call_arguments.delta", item_id=item.body["id"],
                             output_index=item.index, delta=event.text)]
+        if isinstance(event, ServerCallArgsDone):
+            item = self._calls[event.call_id]
+            return b._close("completed") if b._open is item else []
         return self._done(event)
 
     def close_call(self, item: _OpenItem) -> list[dict[str, Any]]:
@@ -121,7 +123,7 @@ class McpItems:
     def _done(self, event: ServerCallDone) -> list[dict[str, Any]]:
         b = self._builder
         item = self._calls.pop(event.call_id)
-        events = b._close("completed") if b._open is item else []
+        events: list[dict[str, Any]] = []
         body = item.body
         body["arguments"] = event.arguments
         if event.outcome.failed:
