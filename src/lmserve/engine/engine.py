@@ -23,6 +23,7 @@ import numpy as np
 from lmserve import defaults
 from lmserve.engine.cpu_share import CpuShare
 from lmserve.engine.llama import FLASH_ATTENTION_TYPES, LlamaModel, ModelLoadError, ggml_type
+from lmserve.engine.outbox import Outbox
 from lmserve.engine.request import (
     ContextOverflowError,
     Delta,
@@ -140,6 +141,8 @@ class Engine:
         self._embed_jobs: deque[EmbeddingRequest] = deque()
         self._cv = threading.Condition()
         self._stopping = False
+        self._outbox = Outbox()
+        self.failure: Exception | None = None  # what ended the engine thread, if it died
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
 
     # -- the caller's side (any thread) -------------------------------------------------
@@ -156,8 +159,7 @@ class Engine:
         if any(not 0 <= t < n_vocab for t, _ in req.sampling.logit_bias):
             raise ValueError(f"logit_bias token ids must be in [0, {n_vocab}).")
         with self._cv:
-            if self._stopping:
-                raise EngineStoppedError("the model is being unloaded")
+            self._check_running()
             free = sum(s.task is None for s in self.slots)
             if len(self._waiting) >= free + self.max_queue:
                 raise QueueFullError(self.max_queue)
@@ -166,10 +168,16 @@ class Engine:
 
     def submit_embedding(self, job: EmbeddingRequest) -> None:
         with self._cv:
-            if self._stopping:
-                raise EngineStoppedError("the model is being unloaded")
+            self._check_running()
             self._embed_jobs.append(job)
             self._cv.notify()
+
+    def _check_running(self) -> None:
+        if self.failure is not None:
+            raise EngineStoppedError(
+                f"it stopped after an internal error ({self.failure}); load it again")
+        if self._stopping:
+            raise EngineStoppedError("the model is being unloaded")
 
     def wake(self) -> None:
         """Prompt the engine to notice a cancellation without waiting for a tick."""
@@ -224,8 +232,11 @@ class Engine:
                     self._embed(self._embed_jobs.popleft())
                 if self._busy_slots():
                     self._tick()
+                self._outbox.flush()
         except Exception as exc:  # a bug in the loop: fail everyone rather than hang them
             log.exception("engine %s crashed", self.name)
+            with self._cv:  # from now on submit() refuses at once
+                self.failure = exc
             self._fail_all(exc)
             return
         self._fail_all(EngineStoppedError("the server is shutting down"))
@@ -249,8 +260,8 @@ class Engine:
         for slot in self._busy_slots():
             if slot.task.req.cancelled:
                 self._finish(slot, "cancelled")
-        if any(r.cancelled for r in self._waiting):
-            with self._cv:
+        with self._cv:  # submit() appends meanwhile
+            if any(r.cancelled for r in self._waiting):
                 self._waiting = deque(r for r in self._waiting if not r.cancelled)
 
     def _admit(self) -> None:
@@ -344,16 +355,25 @@ class Engine:
     def _decode(self, shares: list[BatchShare]) -> bool:
         self._fit_threads()
         ret = L.llama_decode(self._ctx, self._batch)
-        n_prefill = sum(sh.n_tokens for sh in shares if sh.slot.task.state is TaskState.PREFILL)
-        if ret == 1 and n_prefill:
-            # No KV room for this batch: retry next tick with a smaller prefill chunk.
+        if ret == 0:
+            self._prefill_cap = self.n_batch
+            return True
+        reading = [sh for sh in shares if sh.slot.task.state is TaskState.PREFILL]
+        n_prefill = sum(sh.n_tokens for sh in reading)
+        if ret == 1 and n_prefill > 1:
+            # No KV room for this batch: retry next tick with a smaller prefill share.
             self._prefill_cap = max(1, n_prefill // 2)
             return False
-        if ret != 0:
-            self._fail_batch(self._busy_slots(), ret)
-            return False
         self._prefill_cap = self.n_batch
-        return True
+        if ret == 1:
+            # Not even one more prompt token fits: fail those prompts; the decoding slots
+            # (nothing of this batch was decoded) retry their token next tick.
+            self._fail_batch(reading or shares, RuntimeError(
+                "There is no room left in the model's context for this request "
+                "(llama_decode returned 1)."))
+        else:
+            self._fail_batch(shares, RuntimeError(f"llama_decode failed with status {ret}"))
+        return False
 
     def _advance(self, shares: list[BatchShare]) -> None:
         """The batch is in the KV: the slots' caches grow, prompts that are read end."""
@@ -472,20 +492,17 @@ class Engine:
         return TokenLogprob(token, piece, float(logprobs[token]), top)
 
     def _emit(self, req: GenerationRequest, event: Event) -> None:
-        try:
-            req.emit(event)
-        except Exception:  # the listener is gone (closed loop): stop working for it
-            req.cancel()
+        self._outbox.put(req, event)
 
-    def _fail_batch(self, slots: list[Slot], ret: int) -> None:
-        err = RuntimeError(f"llama_decode failed with status {ret}")
-        log.error("%s: %s; failing %d requests", self.name, err, len(slots))
-        for s in slots:
-            # Drop whatever partial state the failed decode may have left.
-            L.llama_memory_seq_rm(self._mem, s.id, -1, -1)
-            s.cache.clear()
-            self._emit(s.task.req, Failed(err))
-            self._finish(s, "cancelled")
+    def _fail_batch(self, shares: list[BatchShare], err: Exception) -> None:
+        """Fails the requests in a batch that did not decode; every other slot's KV and
+        the KV these slots held before this batch stay for later prompts to reuse."""
+        log.error("%s: %s; failing %d requests", self.name, err, len(shares))
+        for share in shares:
+            slot = share.slot
+            L.llama_memory_seq_rm(self._mem, slot.id, len(slot.cache), -1)
+            self._emit(slot.task.req, Failed(err))
+            self._finish(slot, "cancelled")
 
     def _fail_all(self, exc: Exception) -> None:
         with self._cv:
@@ -498,6 +515,7 @@ class Engine:
         for s in self._busy_slots():
             self._emit(s.task.req, Failed(exc))
             self._finish(s, "cancelled")
+        self._outbox.flush()
 
     def _fit_threads(self) -> None:
         if self._cpu_share is None:

@@ -1,7 +1,8 @@
 """What flows into the engine (requests) and back out of it (events).
 
 The engine knows nothing about HTTP or asyncio: a request carries an `emit` callback,
-called from the engine thread with each event, and a `cancelled` flag the caller sets.
+called from the engine thread with each event (or a `hand_over` that takes a tick's
+events of many requests in one call), and a `cancelled` flag the caller sets.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class Failed:
 
 
 Event = Delta | PromptLogprobs | Done | Failed
+# Delivers one tick's events of several requests at once: (request's emit, event) pairs.
+HandOver = Callable[[list[tuple[Callable[[Event], None], Event]]], None]
 
 
 @dataclass(slots=True)
@@ -103,6 +106,7 @@ class GenerationRequest:
     logprobs_of_end: bool = False  # list the end-of-generation token too (legacy completions)
     render_special: bool = False  # show control tokens (tool-call markers) in the text
     tag: str = ""  # the caller's name for the request (its request id), for log lines
+    hand_over: HandOver | None = None  # takes each tick's events in one call; else emit
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: bool = False
     submitted_at: float = field(default_factory=time.perf_counter)

@@ -183,7 +183,7 @@ class ModelManager:
         if current is not None:
             changed = {k: v for k, v in options.items()
                        if k in RELOAD_OPTIONS and v is not None and getattr(current.config, k) != v}
-            if not changed:
+            if not changed and current.failure is None:
                 return current, "already_loaded"
             config = replace(current.config, **changed)
             identifier, outcome = current.id, "reloaded"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,6 +181,7 @@ class Model:
             bos_token=self.llama.token_text(self.llama.bos) if self.llama.bos >= 0 else "",
             eos_token=self.llama.token_text(self.llama.eos) if self.llama.eos >= 0 else "",
         )
+        self._hand_over: LoopHandOver | None = None
         self.engine.start()
         self.load_time_s = time.perf_counter() - t0
         self.last_used = time.monotonic()
@@ -199,6 +200,11 @@ class Model:
     def check_can_generate(self) -> None:
         if self.is_embedding:
             raise ValueError(f"'{self.id}' is an embedding model: use /v1/embeddings with it.")
+
+    @property
+    def failure(self) -> Exception | None:
+        """The error that stopped this instance's engine: it serves nothing until reloaded."""
+        return self.engine.failure
 
     @property
     def busy(self) -> bool:
@@ -237,15 +243,13 @@ class Model:
         """Submits the request now: queue and context errors raise here, before streaming."""
         self.check_can_generate()
         loop = asyncio.get_running_loop()
+        if self._hand_over is None or self._hand_over.loop is not loop:
+            self._hand_over = LoopHandOver(loop)
         queue: asyncio.Queue = asyncio.Queue()
-
-        def emit(event: Event) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
-
-        req = GenerationRequest(prompt, sampling, emit, max_tokens=max_tokens, stop=stop,
-                                logprobs=logprobs, prompt_logprobs=prompt_logprobs,
+        req = GenerationRequest(prompt, sampling, queue.put_nowait, max_tokens=max_tokens,
+                                stop=stop, logprobs=logprobs, prompt_logprobs=prompt_logprobs,
                                 logprobs_of_end=logprobs_of_end, render_special=render_special,
-                                tag=current_request_id())
+                                tag=current_request_id(), hand_over=self._hand_over)
         self.engine.submit(req)
         return GenerationStream(self, req, queue)
 
@@ -272,6 +276,22 @@ class Model:
     def close(self) -> None:
         self.engine.stop()
         self.llama.close()
+
+
+class LoopHandOver:
+    """Passes each engine tick's events for the streams of one event loop in a single
+    wake-up of that loop (not one per token per stream)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def __call__(self, events: list[tuple[Callable[[Event], None], Event]]) -> None:
+        self.loop.call_soon_threadsafe(_deliver, events)
+
+
+def _deliver(events: list[tuple[Callable[[Event], None], Event]]) -> None:
+    for emit, event in events:
+        emit(event)
 
 
 def _settle(future: asyncio.Future, result: list[list[float]] | Failed) -> None:

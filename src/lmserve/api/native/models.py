@@ -23,11 +23,12 @@ router = APIRouter()
 
 def instance_object(model: Model) -> dict[str, Any]:
     status = model.engine.status()
+    state = "failed" if model.failure else "generating" if status.busy else "idle"
     return {
         "id": model.id,
         "model": model.key,
         "path": str(model.path),
-        "status": "generating" if status.busy else "idle",
+        "status": state,
         "busy_slots": status.busy,
         "queued": status.queued,
         "loaded_at": model.created,
