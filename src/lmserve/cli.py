@@ -27,6 +27,7 @@ from lmserve.commands import (
     service_cmd,
 )
 from lmserve.config import ServerSettings
+from lmserve.server_state import read_state, state_network_warning
 
 
 class _CommandLine(typer.Typer):
@@ -175,8 +176,6 @@ def server_start(
 def _switch_app_server_or_continue(action: str) -> None:
     """With `lmserve app` running, `server start|stop` flip its API listener (the models
     stay in the app's process) and exit; otherwise they go on as for a headless server."""
-    from lmserve.server_state import read_state
-
     state = read_state()
     if not state or not state.get("app_url"):
         return
@@ -201,8 +200,6 @@ def _switch_app_server_or_continue(action: str) -> None:
 
 
 def _start_detached(settings: ServerSettings) -> None:
-    from lmserve.server_state import read_state
-
     running = read_state()
     if running:
         typer.echo(f"The server is already running at {running['base_url']} "
@@ -269,8 +266,6 @@ def server_status(
     api_key: models_cmd.ApiKey = None,
 ) -> None:
     """Show whether the server runs, where, and what its slots are doing."""
-    from lmserve.server_state import read_state, state_network_warning
-
     app_state = read_state()
     # an app with its API listener stopped is not a running server
     state = app_state if app_state and app_state.get("serving", True) else None
@@ -315,8 +310,6 @@ def server_stop(
     timeout: Annotated[float, typer.Option(help="Seconds to wait before killing.")] = 30.0,
 ) -> None:
     """Stop a running server: in-flight requests get a few seconds to finish."""
-    from lmserve.server_state import read_state
-
     state = read_state()
     if not state or not state.get("serving", True):
         typer.echo("The server is not running.")

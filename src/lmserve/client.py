@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from lmserve import config
 from lmserve.api_keys import API_KEY_ENV
+from lmserve.server_state import read_state
 
 
 class CommandError(Exception):
@@ -38,8 +39,6 @@ class ServerRequestError(CommandError):
 def server_origin(host: str | None, port: int | None) -> str:
     """Flags first, then the running server's state file, then the configured address."""
     if host is None or port is None:
-        from lmserve.server_state import read_state
-
         state = read_state()
         if state:
             host = host or state["host"]
