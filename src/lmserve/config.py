@@ -320,21 +320,33 @@ def _warn(message: str) -> None:
     print(f"lmserve: warning: {message}", file=sys.stderr)
 
 
-def load_config(path: Path | None = None) -> Config:
-    """The settings in the config file, with defaults for what it does not set."""
-    path = path or config_file()
+# Arrays of tables that other modules own ([[remote]]: remote/entries.py); kept as they
+# are when the settings are saved.
+ARRAY_TABLES = ("remote",)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The config file's TOML data; {} when there is no file."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return Config()
+        return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"Cannot read config file {path}: {exc}") from exc
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"Config file {path} is not valid TOML: {exc}") from exc
+
+
+def load_config(path: Path | None = None) -> Config:
+    """The settings in the config file, with defaults for what it does not set."""
+    path = path or config_file()
+    data = read_toml(path)
     sections: dict[str, Any] = {}
     for section, table in data.items():
+        if section in ARRAY_TABLES:
+            continue
         if section not in _SECTIONS:
             what = "table" if isinstance(table, dict) else "setting"
             _warn(f"ignoring unknown {what} {section!r} in {path}")
@@ -343,16 +355,21 @@ def load_config(path: Path | None = None) -> Config:
     return Config(**sections)
 
 
-def save_config(cfg: Config, path: Path | None = None) -> Path:
-    """Write the settings that differ from the defaults; returns the file written."""
+def save_config(cfg: Config, path: Path | None = None,
+                arrays: dict[str, list[dict[str, Any]]] | None = None) -> Path:
+    """Write the settings that differ from the defaults, and the arrays of tables given
+    (those not given are kept as the file has them); returns the file written."""
     path = path or config_file()
     current, defaults = cfg.to_dict(), Config().to_dict()
     tables = {section: {name: value for name, value in values.items()
                         if value != defaults[section][name]}
               for section, values in current.items()}
+    existing = read_toml(path)
+    kept = {name: existing[name] for name in ARRAY_TABLES if name in existing}
+    kept.update(arrays or {})
     header = ("# lmserve settings. `lmserve config show` lists every setting and its value;\n"
               "# settings not written here have their default value.\n\n")
-    write_atomic(path, header + dumps_toml(tables))
+    write_atomic(path, header + dumps_toml(tables) + dumps_table_arrays(kept))
     return path
 
 
@@ -420,7 +437,7 @@ def write_atomic(path: Path, text: str, mode: int = 0o666) -> None:
     tmp.replace(path)
 
 
-# --- a small TOML writer: tables of scalar values are all the config file needs ---------
+# --- a small TOML writer: tables of scalars and arrays of them are all it needs ---------
 
 _BARE_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _STRING_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
@@ -446,10 +463,12 @@ def _toml_string(text: str) -> str:
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):  # before int: bool is an int subclass
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int | float):
+        return repr(value)
     if isinstance(value, str | Path):
         return _toml_string(str(value))
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} values to TOML")
 
 
@@ -463,3 +482,14 @@ def dumps_toml(tables: dict[str, dict[str, Any]]) -> str:
         lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items()]
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)
+
+
+def dumps_table_arrays(arrays: dict[str, list[dict[str, Any]]]) -> str:
+    """TOML text for arrays of tables of scalars and lists of scalars ([[name]] blocks)."""
+    blocks = []
+    for name, items in arrays.items():
+        for values in items:
+            lines = [f"[[{_toml_key(name)}]]"]
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items()]
+            blocks.append("\n".join(lines) + "\n")
+    return "".join("\n" + block for block in blocks)

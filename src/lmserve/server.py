@@ -20,6 +20,8 @@ from lmserve.models import ModelManager
 from lmserve.models.bundled import bundled_model_path
 from lmserve.models.library import ModelLibrary
 from lmserve.models.model import LoadConfig
+from lmserve.remote.entries import load_remotes
+from lmserve.remote.registry import RemoteModels
 from lmserve.server_state import network_warning, read_state, remove_state, write_state
 
 log = logging.getLogger("lmserve")
@@ -81,6 +83,7 @@ def build_manager(settings: ServerSettings,
         max_loaded=models.max_loaded,
         memory_budget=models.memory_budget_mb * 1024 * 1024,
         log_prompts=settings.log_prompts,
+        remotes=RemoteModels(load_remotes()),
     )
     default = models.default or None
     if default and manager.library.find(default) is None:

@@ -27,6 +27,7 @@ from lmserve.api.request_log import RequestLog, note_route
 from lmserve.api.security import AccessControl
 from lmserve.api_keys import KeyRing, keys_file
 from lmserve.models import ModelManager
+from lmserve.remote.proxy import RemoteRoutes
 
 
 def create_app(
@@ -44,11 +45,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         reaper = asyncio.create_task(manager.reap_idle())
+        health = asyncio.create_task(manager.remotes.watch()) if manager.remotes else None
         if on_ready:
             on_ready()
         yield
         reaper.cancel()
         await close_mcp_pool(app.state)
+        if health:
+            health.cancel()
+        await manager.remotes.aclose()
         logging.getLogger("lmserve").removeHandler(app.state.logs)
         manager.unload_all()
 
@@ -67,6 +72,8 @@ def create_app(
     install_openapi(app)
     # Outermost last: CORS headers go on every answer, refusals included, so a local page
     # can read why it was refused; access is decided before a body is read.
+    # Innermost: requests for remote models pass the same checks, limits and log.
+    app.add_middleware(RemoteRoutes, remotes=manager.remotes, metrics=manager.metrics)
     app.add_middleware(JSONBodies)
     app.add_middleware(LimitRequests, limits=limits or RequestLimits())
     app.add_middleware(AccessControl, hosts=hosts or HostPolicy("127.0.0.1"),

@@ -33,6 +33,7 @@ from lmserve.models.load_defaults import LoadDefaults
 from lmserve.models.memory import available_memory, estimate_file_memory, megabytes
 from lmserve.models.model import LoadConfig, Model
 from lmserve.models.paths import check_model_name, model_id_for
+from lmserve.remote.registry import RemoteModels
 from lmserve.request_board import RequestBoard
 from lmserve.request_context import note_model
 
@@ -113,8 +114,11 @@ class ModelManager:
         file_checks: ModelFileChecks | None = None,
         log_prompts: bool = False,
         model_defaults: LoadDefaults | None = None,
+        remotes: RemoteModels | None = None,
     ) -> None:
         self.library = library
+        # models served upstream: routed before any local lookup, never loaded or evicted
+        self.remotes = remotes or RemoteModels()
         self.defaults = defaults or LoadConfig()
         self.model_defaults = model_defaults or LoadDefaults()  # saved per model
         self.jit = jit

@@ -68,6 +68,9 @@ async def list_models(manager: ModelManager = Depends(get_manager)) -> dict[str,
                         "architecture": model.llama.architecture,
                         "default": manager.is_default(model.id),
                         "loaded_instances": [instance_object(model)]})
+    for model_id in manager.remotes.entries:  # served upstream, never loaded here
+        out.append({"key": model_id, **manager.remotes.describe(model_id),
+                    "default": False, "loaded_instances": []})
     return {"object": "list", "data": out}
 
 

@@ -24,7 +24,15 @@ def _marked(obj: dict[str, Any], manager: ModelManager) -> dict[str, Any]:
 
 @router.get("/v1/models")
 async def list_models(manager: ModelManager = Depends(get_manager)) -> dict[str, Any]:
-    return {"object": "list", "data": [_listed(i, manager) for i in manager.listed_ids()]}
+    local = [_listed(i, manager) for i in manager.listed_ids()]
+    remote = [_remote(i, manager) for i in manager.remotes.entries]
+    return {"object": "list", "data": local + remote}
+
+
+def _remote(model_id: str, manager: ModelManager) -> dict[str, Any]:
+    # Extra fields OpenAI's schema allows: served upstream, by which URLs, in what health.
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "remote",
+            "default": False, **manager.remotes.describe(model_id)}
 
 
 def _listed(model_id: str, manager: ModelManager) -> dict[str, Any]:
@@ -43,6 +51,8 @@ async def retrieve_model(
     model_id: str, manager: ModelManager = Depends(get_manager)
 ) -> dict[str, Any]:
     # Answers as inference would: a name that matches no model gives the default's object.
+    if manager.remotes.find(model_id) is not None:
+        return _remote(model_id, manager)
     serving = manager.serving_id(model_id)
     if serving is None:
         raise ModelNotFoundError(model_id, manager.listed_ids())
