@@ -70,10 +70,10 @@ def create_app(
         app.include_router(module.router)
     app.include_router(metrics_router)
     install_openapi(app)
-    # Outermost last: CORS headers go on every answer, refusals included, so a local page
-    # can read why it was refused; access is decided before a body is read.
     # Innermost: requests for remote models pass the same checks, limits and log.
     app.add_middleware(RemoteRoutes, remotes=manager.remotes, metrics=manager.metrics)
+    # Outermost last: CORS headers go on every answer, refusals included, so a local page
+    # can read why it was refused; access is decided before a body is read.
     app.add_middleware(JSONBodies)
     app.add_middleware(LimitRequests, limits=limits or RequestLimits())
     app.add_middleware(AccessControl, hosts=hosts or HostPolicy("127.0.0.1"),
