@@ -78,6 +78,10 @@ class ServerCallStart:
     server: ServerTools
     name: str
 
+    @property
+    def server_label(self) -> str:
+        return self.server.label
+
 
 @dataclass(frozen=True)
 class ServerCallArgsDelta:
@@ -102,6 +106,10 @@ class ServerCallDone:
     name: str
     arguments: str
     outcome: ToolOutcome
+
+    @property
+    def server_label(self) -> str:
+        return self.server.label
 
 
 McpEvent = ToolsListed | ServerCallStart | ServerCallArgsDelta | ServerCallArgsDone | \
