@@ -401,7 +401,7 @@ class Engine:
             if slot.task.req.max_tokens == 0:  # scoring only: nothing to generate
                 self._finish(slot, "length")
                 continue
-            token = L.llama_sampler_sample(slot.task.chain, self._ctx, share.i_logits)
+            token = slot.task.chain.sample(self._ctx, share.i_logits)
             self._on_token(slot, token, share.i_logits)
 
     def _score_prompt_chunk(self, share: BatchShare) -> None:

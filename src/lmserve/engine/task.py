@@ -22,7 +22,7 @@ class Task:
     def __init__(self, req: GenerationRequest) -> None:
         self.req = req
         self.state = TaskState.PREFILL
-        self.chain = None  # the llama.cpp sampler chain, built once admitted
+        self.chain = None  # its Sampler (llama.cpp chain and grammar), built once admitted
         self.detok = Detokenizer(req.stop)
         self.pending: list[int] = []  # prompt tokens not yet in the KV
         self.next_token: int | None = None  # sampled, to be decoded next tick
