@@ -23,6 +23,7 @@ import numpy as np
 from lmserve import defaults
 from lmserve.engine.cpu_share import CpuShare
 from lmserve.engine.llama import FLASH_ATTENTION_TYPES, LlamaModel, ModelLoadError, ggml_type
+from lmserve.engine.logprobs import log_softmax_at
 from lmserve.engine.outbox import Outbox
 from lmserve.engine.request import (
     ContextOverflowError,
@@ -477,19 +478,11 @@ class Engine:
 
     def _logprob(self, i_batch: int, token: int, piece: bytes, top_n: int) -> TokenLogprob:
         """Log-probabilities from the model's raw distribution at this step."""
-        n_vocab = self.model.n_vocab
         ptr = L.llama_get_logits_ith(self._ctx, i_batch)
-        logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
-        peak = logits.max()
-        logprobs = logits - (peak + np.log(np.exp(logits - peak).sum()))
-        top: tuple[tuple[int, bytes, float], ...] = ()
-        if top_n > 0:
-            best = np.argpartition(-logprobs, top_n)[:top_n]
-            best = best[np.argsort(-logprobs[best])]
-            top = tuple((int(t), self.model.token_bytes(int(t), special=True),
-                         float(logprobs[t]))
-                        for t in best)
-        return TokenLogprob(token, piece, float(logprobs[token]), top)
+        logits = np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,))
+        logprob, best = log_softmax_at(logits, token, top_n)
+        top = tuple((t, self.model.token_bytes(t, special=True), p) for t, p in best)
+        return TokenLogprob(token, piece, logprob, top)
 
     def _emit(self, req: GenerationRequest, event: Event) -> None:
         self._outbox.put(req, event)
