@@ -1,10 +1,11 @@
 """The limit the server is measured against: a bare llama.cpp decode loop, no HTTP.
 
-N sequences share one context (one KV stream each, as in the server's engine). The prompt
-is prefilled for every sequence in one batch, then each step decodes one token per
-sequence with a single llama_decode and samples greedily per sequence. End-of-generation
-tokens are not honoured: every sequence produces exactly the requested number of tokens,
-so the figure is pure compute.
+N sequences share one context (one KV stream each, as in the server's engine). Sequence i
+gets prompt i (cycling through the prompts given); all are prefilled in one batch, then
+each step decodes one token per sequence with a single llama_decode and samples per
+sequence with the chain a server builds for `temperature: 0, ignore_eos: true`: a logit
+bias banning the end-of-generation tokens, then greedy. Every sequence produces exactly
+the requested number of tokens, so the figure is pure compute.
 
     python bench/raw_engine.py [--model PATH] [--seqs 1,8] [--tokens 128] [--threads N]
 """
@@ -16,6 +17,7 @@ import ctypes
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,13 +93,13 @@ def _decode(ctx, batch, n: int) -> None:
         raise RuntimeError(f"llama_decode failed with status {ret}")
 
 
-def _prefill(ctx, batch, prompt: list[int], n_seqs: int) -> list[int]:
-    """Every sequence gets the prompt; returns each sequence's logits index."""
-    if n_seqs * len(prompt) > N_BATCH:
+def _prefill(ctx, batch, prompts: list[list[int]]) -> list[int]:
+    """Sequence i gets prompts[i]; returns each sequence's logits index."""
+    if sum(len(p) for p in prompts) > N_BATCH:
         raise ValueError("the prompts do not fit in one batch")
     n = 0
     last: list[int] = []
-    for seq in range(n_seqs):
+    for seq, prompt in enumerate(prompts):
         for pos, tok in enumerate(prompt):
             _put(batch, n, tok, pos, seq, pos == len(prompt) - 1)
             n += 1
@@ -106,34 +108,48 @@ def _prefill(ctx, batch, prompt: list[int], n_seqs: int) -> list[int]:
     return last
 
 
-def _greedy_chain():
+def eog_tokens(model) -> list[int]:
+    vocab = L.llama_model_get_vocab(model)
+    return [t for t in range(L.llama_vocab_n_tokens(vocab)) if L.llama_vocab_is_eog(vocab, t)]
+
+
+def _greedy_chain(model, banned: list[int]):
+    """What lmserve builds for temperature 0 and ignore_eos: the bias, then greedy."""
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    biases = (L.llama_logit_bias * len(banned))(
+        *(L.llama_logit_bias(t, float("-inf")) for t in banned))
+    n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
+    L.llama_sampler_chain_add(chain, L.llama_sampler_init_logit_bias(n_vocab, len(banned),
+                                                                     biases))
     L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
     return chain
 
 
-def measure(model, prompt: list[int], n_seqs: int, n_tokens: int, n_threads: int
+def measure(model, prompts: list[list[int]], n_seqs: int, n_tokens: int, n_threads: int
             ) -> dict[str, Any]:
-    """Prefill and decode n_seqs copies of the prompt; timings of one fresh context."""
+    """Prefill n_seqs prompts (cycling through `prompts`) and decode n_tokens for each;
+    timings of one fresh context."""
     ctx = _new_context(model, n_seqs, n_threads)
     batch = L.llama_batch_init(N_BATCH, 0, 1)
-    chains = [_greedy_chain() for _ in range(n_seqs)]
+    banned = eog_tokens(model)
+    chains = [_greedy_chain(model, banned) for _ in range(n_seqs)]
+    seq_prompts = [prompts[s % len(prompts)] for s in range(n_seqs)]
     try:
         # Warm-up: the first decode allocates compute buffers; keep it out of the timings.
-        _prefill(ctx, batch, prompt, 1)
+        _prefill(ctx, batch, seq_prompts[:1])
         L.llama_memory_clear(L.llama_get_memory(ctx), True)
 
         t0 = time.perf_counter()
-        idx = _prefill(ctx, batch, prompt, n_seqs)
+        idx = _prefill(ctx, batch, seq_prompts)
         tokens = [L.llama_sampler_sample(chains[s], ctx, idx[s]) for s in range(n_seqs)]
         t1 = time.perf_counter()
-        pos = len(prompt)
+        pos = [len(p) for p in seq_prompts]
         for _ in range(n_tokens - 1):  # the first token came from the prefill logits
             for s in range(n_seqs):
-                _put(batch, s, tokens[s], pos, s, True)
+                _put(batch, s, tokens[s], pos[s], s, True)
+                pos[s] += 1
             _decode(ctx, batch, n_seqs)
             tokens = [L.llama_sampler_sample(chains[s], ctx, s) for s in range(n_seqs)]
-            pos += 1
         t2 = time.perf_counter()
     finally:
         for chain in chains:
@@ -141,12 +157,13 @@ def measure(model, prompt: list[int], n_seqs: int, n_tokens: int, n_threads: int
         L.llama_batch_free(batch)
         L.llama_free(ctx)
     decoded = n_seqs * (n_tokens - 1)
+    prompt_tokens = sum(len(p) for p in seq_prompts)
     return {
         "n_seqs": n_seqs,
-        "prompt_tokens": len(prompt),
+        "prompt_tokens": prompt_tokens,
         "tokens_per_seq": n_tokens,
         "prefill_s": t1 - t0,
-        "prefill_tok_s": n_seqs * len(prompt) / (t1 - t0),
+        "prefill_tok_s": prompt_tokens / (t1 - t0),
         "decode_s": t2 - t1,
         "decode_tok_s": decoded / (t2 - t1),
         "decode_tok_s_per_seq": (n_tokens - 1) / (t2 - t1),
@@ -156,8 +173,10 @@ def measure(model, prompt: list[int], n_seqs: int, n_tokens: int, n_threads: int
 
 
 def run(model_path: str | Path, n_seqs: tuple[int, ...] = (1, 8), n_tokens: int = 128,
-        n_threads: int | None = None, user_prompt: str = DEFAULT_PROMPT) -> dict[str, Any]:
-    """Measure every sequence count in n_seqs; returns the settings and one row per count."""
+        n_threads: int | None = None, user_prompts: Sequence[str] = (DEFAULT_PROMPT,)
+        ) -> dict[str, Any]:
+    """Measure every sequence count in n_seqs; returns the settings, one row per count and
+    the end-of-generation tokens banned."""
     threads = n_threads or os.cpu_count() or 1
     L.llama_log_set(_log_callback, ctypes.c_void_p())
     L.llama_backend_init()
@@ -166,12 +185,13 @@ def run(model_path: str | Path, n_seqs: tuple[int, ...] = (1, 8), n_tokens: int 
     if not model:
         raise RuntimeError(f"llama.cpp could not load {model_path}")
     try:
-        prompt = chat_prompt_tokens(model, user_prompt)
-        rows = [measure(model, prompt, n, n_tokens, threads) for n in n_seqs]
+        prompts = [chat_prompt_tokens(model, p) for p in user_prompts]
+        rows = [measure(model, prompts, n, n_tokens, threads) for n in n_seqs]
+        banned = eog_tokens(model)
     finally:
         L.llama_model_free(model)
-    return {"model": str(model_path), "threads": threads, "user_prompt": user_prompt,
-            "runs": rows}
+    return {"model": str(model_path), "threads": threads, "user_prompts": list(user_prompts),
+            "eog_tokens": banned, "runs": rows}
 
 
 def main() -> None:

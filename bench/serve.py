@@ -6,7 +6,7 @@ content chunk from the raw SSE, then measures lmserve's prefix cache (time to fi
 token of a long system prompt, cold vs repeated). Writes the numbers as JSON under
 bench/results/, a plot to docs/benchmarks.png and the report docs/benchmarks.md.
 
-    python bench/serve.py [--quick] [--skip-peer] [--out-dir DIR]
+    python bench/serve.py [--quick] [--skip-peer] [--threads N] [--out-dir DIR]
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ DOCS = ROOT / "docs"
 HOST = "127.0.0.1"
 
 MAX_TOKENS = 128
-TEMPERATURE = 0.8
 PARALLEL = 8  # lmserve's slots: the highest concurrency measured
 CONTEXT = 4096
 MIN_REQUESTS = 8  # per concurrency level in a full run
@@ -159,30 +158,33 @@ async def stream_chat(client: httpx.AsyncClient, base: str, body: dict[str, Any]
     return res
 
 
-def chat_body(model: str, messages: list[dict[str, str]], seed: int,
-              max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
+def chat_body(model: str, messages: list[dict[str, str]], max_tokens: int = MAX_TOKENS,
+              to_limit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The raw loop's sampler: greedy; `to_limit` is how this server is told to ignore
+    end-of-generation tokens, so that every request is max_tokens long."""
     return {
         "model": model,
         "messages": messages,
         "stream": True,
         "stream_options": {"include_usage": True},
-        "temperature": TEMPERATURE,
-        "seed": seed,
+        "temperature": 0,
         "max_tokens": max_tokens,
+        **(to_limit or {}),
     }
 
 
 async def run_level(client: httpx.AsyncClient, base: str, model: str, concurrency: int,
-                    rounds: int, seed0: int) -> dict[str, Any]:
-    """`rounds` rounds of `concurrency` requests sent at once; each round waits for the last."""
+                    rounds: int, to_limit: dict[str, Any]) -> dict[str, Any]:
+    """`rounds` rounds of `concurrency` requests sent at once; each round waits for the last.
+    The first round asks what the raw loop's sequences ask (PROMPTS in order); later rounds
+    go on through PROMPTS, so that no prompt is read from the prefix cache."""
     results: list[RequestResult] = []
     cpu0, start = time.process_time(), time.perf_counter()
     for r in range(rounds):
         batch = []
         for i in range(concurrency):
-            n = r * concurrency + i
-            msgs = [{"role": "user", "content": PROMPTS[(seed0 + n) % len(PROMPTS)]}]
-            batch.append(stream_chat(client, base, chat_body(model, msgs, seed0 + n)))
+            msgs = [{"role": "user", "content": PROMPTS[(r * concurrency + i) % len(PROMPTS)]}]
+            batch.append(stream_chat(client, base, chat_body(model, msgs, to_limit=to_limit)))
         results += await asyncio.wait_for(asyncio.gather(*batch), LEVEL_TIMEOUT_S)
     wall = time.perf_counter() - start
     row = summarize_level(concurrency, rounds, results, wall)
@@ -205,6 +207,9 @@ def summarize_level(concurrency: int, rounds: int, results: list[RequestResult],
         "failed": len(results) - len(ok),
         "errors": sorted({r.error for r in results if r.error})[:5],
         "usage_reported": all(r.usage for r in ok),
+        # requests whose usage does not say max_tokens: they did less work than the raw loop
+        "short": sum(1 for r in ok if not r.usage
+                     or r.usage.get("completion_tokens") != MAX_TOKENS),
         "completion_tokens": tokens,
         "wall_s": wall,
         "aggregate_tok_s": tokens / wall if wall > 0 else 0.0,
@@ -230,19 +235,19 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
-async def bench_server(base: str, model: str, levels: list[int], quick: bool
-                       ) -> list[dict[str, Any]]:
+async def bench_server(base: str, model: str, levels: list[int], quick: bool,
+                       to_limit: dict[str, Any]) -> list[dict[str, Any]]:
     limits = httpx.Limits(max_connections=2 * PARALLEL, max_keepalive_connections=2 * PARALLEL)
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, limits=limits) as client:
         # The first decode allocates buffers; keep it out of the numbers.
         warm = await stream_chat(client, base, chat_body(
-            model, [{"role": "user", "content": "Say hello."}], seed=1, max_tokens=8))
+            model, [{"role": "user", "content": "Say hello."}], max_tokens=8))
         if warm.error:
             raise RuntimeError(f"warm-up request failed: {warm.error}")
         out = []
         for c in levels:
             rounds = 1 if quick else max(2, math.ceil(MIN_REQUESTS / c))
-            row = await run_level(client, base, model, c, rounds, seed0=1000 * c)
+            row = await run_level(client, base, model, c, rounds, to_limit)
             print_level(row)
             out.append(row)
         return out
@@ -273,8 +278,7 @@ async def bench_prefix(base: str, model: str, reps: int) -> dict[str, Any]:
                 question = PREFIX_QUESTIONS[(2 * r + i) % len(PREFIX_QUESTIONS)]
                 msgs = [{"role": "system", "content": system},
                         {"role": "user", "content": question}]
-                res = await stream_chat(client, base, chat_body(model, msgs, seed=r,
-                                                                 max_tokens=16))
+                res = await stream_chat(client, base, chat_body(model, msgs, max_tokens=16))
                 if res.error or res.ttft is None:
                     raise RuntimeError(f"prefix request failed: {res.error or 'no content'}")
                 into.append(res)
@@ -392,7 +396,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from lmserve.models.bundled import bundled_model_path
 
     model_path = bundled_model_path()
-    threads = os.cpu_count() or 1
+    threads = args.threads or os.cpu_count() or 1
     levels = [1, 8] if args.quick else [1, 2, 4, 8]
     result: dict[str, Any] = {
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -400,7 +404,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_info(),
         "model": model_path.name,
         "threads": threads,
-        "settings": {"max_tokens": MAX_TOKENS, "temperature": TEMPERATURE,
+        "settings": {"max_tokens": MAX_TOKENS, "prompts": len(PROMPTS),
                      "parallel": PARALLEL, "context_length": CONTEXT, "levels": levels},
         "servers": {},
         "cpu_busy_before": {},  # other work on the machine shows here
@@ -408,7 +412,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     note_load(result, "raw engine")
 
     print(f"raw engine: {model_path.name}, {threads} threads", flush=True)
-    result["raw_engine"] = raw_engine.run(model_path, (1, PARALLEL), MAX_TOKENS, threads)
+    result["raw_engine"] = raw_engine.run(model_path, (1, PARALLEL), MAX_TOKENS, threads,
+                                          PROMPTS[:PARALLEL])
+    # llama-cpp-python's server has no ignore_eos: the same ban as a logit bias
+    peer_to_limit = {"logit_bias": {str(t): -100 for t in result["raw_engine"]["eog_tokens"]}}
     for row in result["raw_engine"]["runs"]:
         print(f"    N={row['n_seqs']}: prefill {row['prefill_tok_s']:.1f} tok/s, decode "
               f"{row['decode_tok_s']:.1f} tok/s aggregate", flush=True)
@@ -421,8 +428,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         note_load(result, "lmserve")
         with running_server("lmserve", lmserve_cmd(port, threads), env, port,
                             tmp_dir) as (base, model):
-            result["servers"]["lmserve"] = asyncio.run(
-                bench_server(base, model, levels, args.quick))
+            rows = asyncio.run(bench_server(base, model, levels, args.quick,
+                                            {"ignore_eos": True}))
+            short = sum(r["short"] for r in rows)
+            if short:
+                raise RuntimeError(f"{short} lmserve requests did not report {MAX_TOKENS} "
+                                   "completion tokens despite ignore_eos")
+            result["servers"]["lmserve"] = rows
             print("  prefix cache", flush=True)
             note_load(result, "prefix cache")
             result["prefix_cache"] = asyncio.run(
@@ -435,7 +447,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with running_server("peer", peer_cmd(port, threads, model_path), dict(os.environ),
                                 port, tmp_dir) as (base, model):
                 result["servers"]["llama-cpp-python"] = asyncio.run(
-                    bench_server(base, model, levels, args.quick))
+                    bench_server(base, model, levels, args.quick, peer_to_limit))
     result["ratios"] = ratios(result)
     return result
 
@@ -612,8 +624,11 @@ Each server is started in turn on a free loopback port: lmserve with
 `--parallel {parallel} --context-length {context}`, and llama-cpp-python's own server
 (`python -m llama_cpp.server`, which serves one request at a time) with `--n_ctx {context}`.
 At each concurrency level, that many streaming chat requests are sent at once, in rounds
-(at least {min_requests} requests per level in a full run), each with its own prompt and seed,
-temperature {temperature}, `max_tokens={max_tokens}`. Every content chunk is timestamped from
+(at least {min_requests} requests per level in a full run), each with its own prompt, greedy
+(`temperature: 0`), `max_tokens={max_tokens}` and end-of-generation tokens banned
+(`ignore_eos: true` for lmserve, the same ban as a `logit_bias` for llama-cpp-python), so
+every request does the raw loop's work: lmserve's `usage` must say {max_tokens} completion
+tokens for each. Every content chunk is timestamped from
 the raw SSE stream.
 
 - **TTFT**: request sent → first content chunk.
@@ -622,9 +637,10 @@ the raw SSE stream.
   where the server reports none) / wall time of the level, prompts and all.
 - **Stream decode tok/s**: one stream's tokens after the first / time from its first chunk
   to its last.
-- **Raw engine** (`bench/raw_engine.py`): the same prompt through the llama.cpp C API with
-  no server: N sequences, one `llama_decode` per step, greedy sampling, {max_tokens} tokens
-  each. Its decode rate is the ceiling.
+- **Raw engine** (`bench/raw_engine.py`): the servers' first round through the llama.cpp
+  C API with no server: sequence i gets the prompt of request i, one `llama_decode` per
+  step, the sampler chain lmserve builds for these requests (the end-of-generation ban,
+  then greedy), {max_tokens} tokens each. Its decode rate is the ceiling.
 
 ## Results
 
@@ -636,7 +652,7 @@ the raw SSE stream.
 
 {client_cpu}
 
-Raw engine (prompt of {raw_prompt} tokens):
+Raw engine (prompt tokens of the first sequence: {raw_prompt}):
 
 | sequences | prefill tok/s | decode, aggregate | decode, per sequence | prefill + decode |
 |---:|---:|---:|---:|---:|
@@ -732,7 +748,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         python=m["python"], llama_version=m["llama_cpp_python"],
         system_info=m["llama_cpp_system_info"], model=result["model"],
         threads=result["threads"], parallel=s["parallel"], context=s["context_length"],
-        min_requests=MIN_REQUESTS, temperature=s["temperature"], max_tokens=s["max_tokens"],
+        min_requests=MIN_REQUESTS, max_tokens=s["max_tokens"],
         server_rows=server_rows(result), raw_rows=raw_rows(result),
         client_cpu=client_cpu_note(result),
         raw_prompt=result["raw_engine"]["runs"][0]["prompt_tokens"],
@@ -757,6 +773,8 @@ def main() -> None:
                                  "server and the raw llama.cpp engine.")
     ap.add_argument("--quick", action="store_true",
                     help="one round at concurrency 1 and 8 only (for trials)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for every contender [default: all cores]")
     ap.add_argument("--skip-peer", action="store_true",
                     help="do not run llama-cpp-python's server")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results",
