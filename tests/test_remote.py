@@ -7,6 +7,8 @@ import asyncio
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, lmserve_env
 
 GATEWAY_KEY = "gateway-key-5a1f"
 NODE_KEY = "node-key-93c2"
@@ -29,20 +31,24 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def gateway_config(home: Path, nodes: list[ServerProcess]) -> None:
-    upstreams = ", ".join(f'"{n.origin}/v1"' for n in nodes)
-    (home / "config.toml").write_text(f"""
-[[remote]]
-id = "nodes-smol"
-upstreams = [{upstreams}]
-api_key_env = "NODE_KEY"
-upstream_model = "{SERVED}"
+def lmserve(home: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run([sys.executable, "-m", "lmserve", *args], capture_output=True,
+                          text=True, env=lmserve_env(home, env), timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
-[[remote]]
-id = "offline"
-upstreams = ["http://127.0.0.1:{closed_port()}"]
-connect_timeout = 2.0
-""")
+
+def configure_gateway(home: Path, nodes: list[ServerProcess]) -> None:
+    """As a user would: two nodes as one model's upstreams, one node's own list
+    discovered, and a model whose only upstream is not running."""
+    lmserve(home, "remote", "add", "nodes-smol", "--upstream", f"{nodes[0].origin}/v1",
+            "--upstream", nodes[1].origin, "--api-key-env", "NODE_KEY",
+            "--upstream-model", SERVED)
+    lmserve(home, "remote", "add", nodes[1].origin, "--discover", "--prefix", "node1/",
+            "--api-key-env", "NODE_KEY", env={"NODE_KEY": NODE_KEY})
+    lmserve(home, "remote", "add", "offline", "--upstream",
+            f"http://127.0.0.1:{closed_port()}", "--connect-timeout", "2")
+    assert NODE_KEY not in (home / "config.toml").read_text()
 
 
 class Cluster:
@@ -50,7 +56,7 @@ class Cluster:
         self.nodes = [ServerProcess(*NODE_ARGS), ServerProcess(*NODE_ARGS)]
         home = tmp / "gateway"
         home.mkdir()
-        gateway_config(home, self.nodes)
+        configure_gateway(home, self.nodes)
         self.gateway = ServerProcess("--parallel", "2", "--context-length", "512",
                                      "--api-key", GATEWAY_KEY, home=home,
                                      env={"NODE_KEY": NODE_KEY,
@@ -99,6 +105,15 @@ def wait_for(check, what: str, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
+def request_line(proc: ServerProcess, request_id: str) -> str:
+    """The request's log line, written once its answer has been sent."""
+    def found() -> str | None:
+        return next((line for line in proc.log().splitlines() if request_id in line
+                     and "POST /v1/chat/completions 200" in line), None)
+    wait_for(lambda: found() is not None, f"the log line of {request_id}")
+    return found() or ""
+
+
 def test_local_and_remote_models_in_one_list(cluster: Cluster) -> None:
     listed = {m.id: m for m in cluster.client().models.list().data}
     assert SERVED in listed and listed[SERVED].owned_by == "lmserve"
@@ -109,6 +124,17 @@ def test_local_and_remote_models_in_one_list(cluster: Cluster) -> None:
     assert cluster.client().models.retrieve("nodes-smol").model_dump()["type"] == "remote"
     native = cluster.remote_entry()
     assert native["type"] == "remote" and native["loaded_instances"] == []
+    shown = lmserve(cluster.gateway.home, "remote", "ls",
+                    env={"LMSERVE_API_KEY": GATEWAY_KEY})
+    assert f"{cluster.nodes[0].origin}/v1  up" in shown
+
+
+def test_a_discovered_model_is_served_by_its_node(cluster: Cluster) -> None:
+    reply = cluster.client().chat.completions.create(
+        model=f"node1/{SERVED}", messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=2, extra_headers={"X-Request-Id": "found-1"})
+    assert reply.choices[0].message.content is not None
+    assert ids_in_log(cluster.nodes[1], "found") == {"found-1"}
 
 
 def test_routing_by_id(cluster: Cluster) -> None:
@@ -123,8 +149,7 @@ def test_routing_by_id(cluster: Cluster) -> None:
     assert local.model == SERVED
     seen = set().union(*(ids_in_log(n, "route") for n in cluster.nodes))
     assert seen == {"route-1"}  # the remote id went upstream, the local one did not
-    line = next(ln for ln in cluster.gateway.log().splitlines() if "route-1" in ln
-                and "POST /v1/chat/completions 200" in ln)
+    line = request_line(cluster.gateway, "route-1")
     assert "model=nodes-smol" in line and "completion_tokens=" in line
 
 
@@ -147,8 +172,7 @@ def test_streams_pass_through_with_usage_counted(cluster: Cluster) -> None:
         max_tokens=6, stream=True, extra_headers={"X-Request-Id": "stream-1"}))
     assert all(c.usage is None for c in chunks)  # not asked for, so not relayed
     assert chunks[-1].choices[0].finish_reason in ("length", "stop")
-    line = next(ln for ln in cluster.gateway.log().splitlines() if "stream-1" in ln
-                and "POST /v1/chat/completions 200" in ln)
+    line = request_line(cluster.gateway, "stream-1")
     assert re.search(r"completion_tokens=[1-6]\b", line)
     asked = list(cluster.client().chat.completions.create(
         model="nodes-smol", messages=[{"role": "user", "content": "Hi"}], max_tokens=3,
@@ -184,7 +208,7 @@ def test_keys_are_separate_and_never_logged(cluster: Cluster) -> None:
         assert GATEWAY_KEY not in proc.log() and NODE_KEY not in proc.log()
 
 
-async def _balanced_run(cluster: Cluster) -> list[int]:
+async def _balanced_run(cluster: Cluster, n: int = 40) -> list[int]:
     async with httpx.AsyncClient(timeout=120) as http:
         async def one(i: int) -> int:
             answer = await http.post(
@@ -194,7 +218,7 @@ async def _balanced_run(cluster: Cluster) -> list[int]:
                 json={"model": "nodes-smol", "max_tokens": 4,
                       "messages": [{"role": "user", "content": f"Say {i}."}]})
             return answer.status_code
-        return await asyncio.gather(*(one(i) for i in range(40)))
+        return await asyncio.gather(*(one(i) for i in range(n)))
 
 
 def test_balancing_splits_40_requests_over_two_nodes(cluster: Cluster) -> None:
@@ -237,7 +261,7 @@ class StreamWatch(threading.Thread):
     def run(self) -> None:
         with httpx.stream("POST", f"{self.cluster.gateway.base_url}/chat/completions",
                           timeout=120, headers={"Authorization": f"Bearer {GATEWAY_KEY}"},
-                          json={"model": "nodes-smol", "max_tokens": 400, "stream": True,
+                          json={"model": "nodes-smol", "max_tokens": 150, "stream": True,
                                 "ignore_eos": True,
                                 "messages": [{"role": "user", "content": f"Story {self.i}"}]}
                           ) as answer:
@@ -266,8 +290,7 @@ def test_failover_when_a_node_dies_and_comes_back(cluster: Cluster) -> None:
     victim.proc.kill()
     victim.proc.wait()
     # requests sent now, before any health check, are served by the survivor
-    fresh = asyncio.run(_balanced_run(cluster))
-    assert fresh == [200] * 40
+    assert asyncio.run(_balanced_run(cluster, 12)) == [200] * 12
     for stream in streams:
         stream.join(120)
     broken = [s for s in streams if s.error is not None]
@@ -282,5 +305,5 @@ def test_failover_when_a_node_dies_and_comes_back(cluster: Cluster) -> None:
     cluster.nodes[0] = back
     victim.stop()
     wait_for(lambda: cluster.health_of(back) == "up", "the restarted node is marked up")
-    asyncio.run(_balanced_run(cluster))
+    asyncio.run(_balanced_run(cluster, 8))
     assert ids_in_log(back, "bal"), "the restarted node serves again"

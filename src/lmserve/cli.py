@@ -23,6 +23,7 @@ from lmserve.commands import (
     key_cmd,
     log_cmd,
     models_cmd,
+    remote_cmd,
     runtime_cmd,
     service_cmd,
 )
@@ -56,6 +57,11 @@ service_app = _group("Start the server at login (systemd user service).")
 log_app = _group("The server's log.")
 key_app = _group("API keys: off until the first one is created.")
 app.add_typer(config_app, name="config")
+remote_app = _group("Models served by remote engines behind this server.")
+app.add_typer(remote_app, name="remote")
+remote_app.command("add")(remote_cmd.remote_add)
+remote_app.command("ls")(remote_cmd.remote_ls)
+remote_app.command("rm")(remote_cmd.remote_rm)
 app.add_typer(key_app, name="key")
 app.add_typer(service_app, name="service")
 app.add_typer(log_app, name="log")
