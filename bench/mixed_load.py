@@ -38,7 +38,9 @@ import httpx
 # bench/ is on sys.path when this file runs as a script
 from serve import (
     HOST,
+    PREFIX_QUESTIONS,
     PROMPTS,
+    TOPICS,
     RequestResult,
     cpu_busy_share,
     fmt,
@@ -47,6 +49,7 @@ from serve import (
     percentile,
     running_server,
     stream_chat,
+    system_prompt,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,31 +90,9 @@ SCHEMA = {
 }
 STRUCTURED_ASK = "List thirty fruits as JSON, each with its name, colour and taste."
 
-_TOPICS = ["returns", "refunds", "deliveries", "damaged parcels", "complaints", "gift cards",
-           "weekend opening hours", "courier delays", "loyalty points", "invoices"]
-USER_TURNS = [
-    "What should I do when a parcel arrives damaged?",
-    "How many days do customers have to return an item?",
-    "Who approves a refund above the usual limit?",
-    "What do I say to a customer who is upset about a delay?",
-    "When does the support desk open on weekends?",
-    "How do I log a complaint about a courier?",
-    "What is the policy on gift wrapping?",
-    "Can a customer pay an invoice in two parts?",
-]
-
-
 def handbook(n_rules: int) -> str:
-    """A made-up staff handbook starting with a nonce, so that no cache has seen it."""
-    lines = [f"Reference {time.time_ns():x}. You are the support assistant of Harbour & "
-             "Pine, a small online shop for kitchenware. Follow the handbook exactly."]
-    for i in range(n_rules):
-        topic = _TOPICS[i % len(_TOPICS)]
-        lines.append(
-            f"Rule {i + 1}: when a customer writes about {topic}, greet them by name, "
-            f"check order number and date, answer within {2 + i % 5} sentences, and log "
-            f"the case under code {topic[:3].upper()}-{100 + i}.")
-    return "\n".join(lines)
+    """A staff handbook led by a nonce, so that no cache has seen it."""
+    return system_prompt(f"{time.time_ns():x}", n_rules)
 
 
 def body(model: str, messages: list[dict[str, str]], max_tokens: int, *, seed: int = 1,
@@ -143,7 +124,7 @@ class Contender:
     async def ttft_alone(self, n_rules: int, what: str) -> tuple[float, int | None]:
         """TTFT of one request with a handbook never seen before."""
         msgs = [{"role": "system", "content": handbook(n_rules)},
-                {"role": "user", "content": USER_TURNS[0]}]
+                {"role": "user", "content": PREFIX_QUESTIONS[0]}]
         res = await self.stream(body(self.model, msgs, 4), what)
         return res.ttft, (res.usage or {}).get("prompt_tokens")
 
@@ -173,7 +154,7 @@ async def shared_prompt(c: Contender) -> dict[str, Any]:
         c.stream(body(c.model, [{"role": "system", "content": system},
                                 {"role": "user", "content": turn}], 4, seed=i),
                  "shared-prompt request")
-        for i, turn in enumerate(USER_TURNS[:PARALLEL])))
+        for i, turn in enumerate(PREFIX_QUESTIONS[:PARALLEL])))
     ttfts = [r.ttft for r in results]
     p50 = statistics.median(ttfts)
     return {"prompt_tokens": prompt_tokens, "alone_ttft_s": alone, "ttfts_s": ttfts,
@@ -238,7 +219,7 @@ async def long_prompt(c: Contender) -> dict[str, Any]:
 
     async def read_long() -> float:
         msgs = [{"role": "system", "content": handbook(LONG_RULES)},
-                {"role": "user", "content": USER_TURNS[1]}]
+                {"role": "user", "content": PREFIX_QUESTIONS[1]}]
         return (await c.stream(body(c.model, msgs, 4), "long prompt beside streams")).ttft
 
     ttft, gap_max, gap_p50, _ = await beside_streams(c, RUNNING_STREAMS, read_long)
@@ -248,7 +229,7 @@ async def long_prompt(c: Contender) -> dict[str, Any]:
 
 async def embeddings(c: Contender) -> dict[str, Any]:
     """256 short inputs in one request, alone and beside one running stream."""
-    inputs = [f"Customer note {i}: the {_TOPICS[i % len(_TOPICS)]} question was answered."
+    inputs = [f"Customer note {i}: the {TOPICS[i % len(TOPICS)]} question was answered."
               for i in range(EMBED_INPUTS)]
 
     async def embed() -> float:

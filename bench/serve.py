@@ -87,9 +87,10 @@ PREFIX_QUESTIONS = [
     "When does the support desk open on weekends?",
     "How do I log a complaint about a courier?",
     "What is the policy on gift wrapping?",
+    "Can a customer pay an invoice in two parts?",
 ]
 
-_TOPICS = ["returns", "refunds", "deliveries", "damaged parcels", "complaints", "gift cards",
+TOPICS = ["returns", "refunds", "deliveries", "damaged parcels", "complaints", "gift cards",
            "weekend opening hours", "courier delays", "loyalty points", "invoices"]
 
 
@@ -258,7 +259,7 @@ def system_prompt(nonce: str, n_rules: int = 33) -> str:
     lines = [f"Reference {nonce}. You are the support assistant of Harbour & Pine, a small "
              "online shop for kitchenware. Follow the handbook below exactly."]
     for i in range(n_rules):
-        topic = _TOPICS[i % len(_TOPICS)]
+        topic = TOPICS[i % len(TOPICS)]
         lines.append(
             f"Rule {i + 1}: when a customer writes about {topic}, greet them by name, "
             f"check order number and date, answer within {2 + i % 5} sentences, and log "
