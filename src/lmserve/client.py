@@ -128,15 +128,16 @@ class ServerClient:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         try:
-            try:
-                conn.connect()
-            except (socket.gaierror, ConnectionError) as exc:
-                raise ServerUnreachableError(self._no_server()) from exc
+            conn.connect()
+        except (socket.gaierror, ConnectionError):  # refused, or no such host
+            conn.close()
+            raise ServerUnreachableError(self._no_server()) from None
+        except OSError as exc:  # a timeout
+            conn.close()
+            raise self._transport_error(exc) from None
+        try:
             conn.request(method, path, body=data, headers=headers)
             return conn, conn.getresponse()
-        except ServerUnreachableError:
-            conn.close()
-            raise
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise self._transport_error(exc) from None
