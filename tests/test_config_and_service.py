@@ -47,7 +47,7 @@ def test_defaults_when_there_is_no_file(isolated: Path) -> None:
     assert cfg == Config()
     assert cfg.to_dict() == {
         "server": {"port": 1234, "host": "127.0.0.1", "cors": True, "context_length": 4096,
-                   "parallel": 4, "max_queue": 64, "threads": 0,
+                   "parallel": 4, "max_queue": 64, "prefill_budget": 64, "threads": 0,
                    "share_cpu": True, "log_format": "text", "log_prompts": False,
                    "keepalive_seconds": 2},
         "models": {"dir": str(isolated / "models"), "jit": True, "ttl_seconds": 3600,

@@ -5,7 +5,6 @@ one marked prompt token; everything else runs through llama.cpp as usual."""
 
 from __future__ import annotations
 
-import queue
 import sys
 import threading
 import time
@@ -14,93 +13,12 @@ import llama_cpp
 import pytest
 
 from lmserve.api.native.models import instance_object
-from lmserve.engine import (
-    Delta,
-    Done,
-    Engine,
-    Failed,
-    GenerationRequest,
-    LlamaModel,
-    SamplingParams,
-)
+from lmserve.engine import Done, Engine, Failed
 from lmserve.engine.engine import EngineStoppedError
 from lmserve.models.bundled import bundled_model_path
 from lmserve.models.manager import ModelManager
 from lmserve.models.model import LoadConfig
-
-GREEDY = SamplingParams(temperature=0.0, ignore_eos=True)
-MARKER = 1000  # a token id none of the ordinary prompts below hold
-WAIT = 120  # seconds: only reached when the engine hangs
-
-
-@pytest.fixture(scope="module")
-def model():
-    llama = LlamaModel(bundled_model_path())
-    yield llama
-    llama.close()
-
-
-@pytest.fixture()
-def make_engine(model):
-    engines: list[Engine] = []
-
-    def make(**kwargs) -> Engine:
-        options = dict(n_slots=2, n_ctx_slot=256, n_threads=1, share_cpu=False)
-        engine = Engine(model, **{**options, **kwargs})
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.stop()
-
-
-class Listener:
-    """Collects one request's events from the engine thread."""
-
-    def __init__(self) -> None:
-        self.events: queue.Queue = queue.Queue()
-        self.text = ""
-        self.ended = threading.Event()
-
-    def __call__(self, event) -> None:
-        self.events.put(event)
-        if isinstance(event, Done | Failed):
-            self.ended.set()
-
-    def first_delta(self) -> None:
-        while True:
-            event = self.events.get(timeout=WAIT)
-            assert not isinstance(event, Failed | Done), event
-            if isinstance(event, Delta):
-                self.text += event.text
-                return
-
-    def end(self) -> Done | Failed:
-        while True:
-            event = self.events.get(timeout=WAIT)
-            if isinstance(event, Delta):
-                self.text += event.text
-            if isinstance(event, Done | Failed):
-                return event
-
-
-def request(prompt: list[int], max_tokens: int = 16, sampling=GREEDY):
-    listener = Listener()
-    return GenerationRequest(prompt, sampling, listener, max_tokens=max_tokens), listener
-
-
-def prompt_of(model: LlamaModel, text: str) -> list[int]:
-    tokens = model.tokenize(text, add_special=True, parse_special=False)
-    assert MARKER not in tokens
-    return tokens
-
-
-def alone(engine: Engine, prompt: list[int], max_tokens: int = 16) -> str:
-    req, listener = request(prompt, max_tokens)
-    engine.submit(req)
-    assert isinstance(listener.end(), Done)
-    return listener.text
+from tests.engine_driver import MARKER, alone, prompt_of, request
 
 
 def refuse_marked_batches(monkeypatch, status: int) -> list[int]:
@@ -118,10 +36,10 @@ def refuse_marked_batches(monkeypatch, status: int) -> list[int]:
     return refused
 
 
-def test_submitting_while_the_engine_scans_its_queue_never_kills_it(model, make_engine):
+def test_submitting_while_the_engine_scans_its_queue_never_kills_it(engine_model, make_engine):
     engine = make_engine(n_slots=1, max_queue=1_000_000)
     engine.start()
-    busy, listener = request(prompt_of(model, "Tell me a long story."), max_tokens=60)
+    busy, listener = request(prompt_of(engine_model, "Tell me a long story."), max_tokens=60)
     engine.submit(busy)
     listener.first_delta()
     waiting = []
@@ -130,7 +48,7 @@ def test_submitting_while_the_engine_scans_its_queue_never_kills_it(model, make_
     try:
         # Appends all through the busy request's ticks, each of which scans the queue.
         while not listener.ended.is_set() and len(waiting) < 50_000:
-            req, _ = request([model.bos, 42])
+            req, _ = request([engine_model.bos, 42])
             engine.submit(req)
             waiting.append(req)
     finally:
@@ -138,7 +56,7 @@ def test_submitting_while_the_engine_scans_its_queue_never_kills_it(model, make_
     for req in waiting:
         req.cancel()
     assert isinstance(listener.end(), Done)
-    assert alone(engine, prompt_of(model, "Hello"), max_tokens=2)
+    assert alone(engine, prompt_of(engine_model, "Hello"), max_tokens=2)
 
 
 def _pause_between_engine_reads(frame, event, arg):
@@ -152,7 +70,7 @@ def _pause_between_engine_reads(frame, event, arg):
     return _pause_between_engine_reads
 
 
-def test_status_is_consistent_while_requests_finish(model, make_engine):
+def test_status_is_consistent_while_requests_finish(engine_model, make_engine):
     engine = make_engine(n_slots=4)
     engine.start()
     errors: list[Exception] = []
@@ -173,7 +91,7 @@ def test_status_is_consistent_while_requests_finish(model, make_engine):
         for round_ in range(40):
             listeners = []
             for i in range(4):
-                req, listener = request([model.bos, 100 + i + round_], max_tokens=1)
+                req, listener = request([engine_model.bos, 100 + i + round_], max_tokens=1)
                 engine.submit(req)
                 listeners.append(listener)
             for listener in listeners:
@@ -186,10 +104,10 @@ def test_status_is_consistent_while_requests_finish(model, make_engine):
     assert not errors, errors[0]
 
 
-def test_a_crashed_engine_refuses_requests_at_once(model, make_engine):
+def test_a_crashed_engine_refuses_requests_at_once(engine_model, make_engine):
     engine = make_engine()
     engine.start()
-    running, listener = request(prompt_of(model, "Tell me a long story."), max_tokens=400)
+    running, listener = request(prompt_of(engine_model, "Tell me a long story."), max_tokens=400)
     engine.submit(running)
     listener.first_delta()
 
@@ -201,7 +119,7 @@ def test_a_crashed_engine_refuses_requests_at_once(model, make_engine):
     failed = listener.end()
     assert isinstance(failed, Failed) and "a bug in the loop" in str(failed.error)
     assert engine.failure is not None
-    later, _ = request(prompt_of(model, "Hello"))
+    later, _ = request(prompt_of(engine_model, "Hello"))
     with pytest.raises(EngineStoppedError, match="a bug in the loop"):
         engine.submit(later)
 
@@ -229,15 +147,15 @@ def test_a_model_whose_engine_died_is_shown_failed_and_reloads():
 
 
 def test_no_kv_room_for_one_prompt_token_fails_that_request_only(
-        model, make_engine, monkeypatch):
+        engine_model, make_engine, monkeypatch):
     engine = make_engine()
-    streaming_prompt = prompt_of(model, "Count from one to fifty.")
+    streaming_prompt = prompt_of(engine_model, "Count from one to fifty.")
     expected = alone(engine_started(engine), streaming_prompt, max_tokens=16)
     refused = refuse_marked_batches(monkeypatch, 1)
     streaming, stream_listener = request(streaming_prompt, max_tokens=16)
     engine.submit(streaming)
     stream_listener.first_delta()
-    victim, victim_listener = request(prompt_of(model, "A new question") + [MARKER, 42, 43])
+    victim, victim_listener = request(prompt_of(engine_model, "A new question") + [MARKER, 42, 43])
     engine.submit(victim)
     failed = victim_listener.end()
     assert isinstance(failed, Failed)
@@ -247,16 +165,17 @@ def test_no_kv_room_for_one_prompt_token_fails_that_request_only(
     assert stream_listener.text == expected
 
 
-def test_a_failed_decode_fails_only_the_requests_in_its_batch(model, make_engine, monkeypatch):
+def test_a_failed_decode_fails_only_the_requests_in_its_batch(
+        engine_model, make_engine, monkeypatch):
     engine = make_engine(n_batch=64)
-    other_prompt = prompt_of(model, "Write about the sea. " * 20)
+    other_prompt = prompt_of(engine_model, "Write about the sea. " * 20)
     assert len(other_prompt) > 64
     expected = alone(engine_started(engine), other_prompt, max_tokens=12)
     engine.stop()
 
     engine = make_engine(n_batch=64)
     refuse_marked_batches(monkeypatch, -3)
-    sky = prompt_of(model, "Write about the sky. " * 20)
+    sky = prompt_of(engine_model, "Write about the sky. " * 20)
     victim, victim_listener = request(sky[:10] + [MARKER] + sky[10:70])
     other, other_listener = request(other_prompt, max_tokens=12)
     # Both wait before the engine starts: the victim's prompt fills the first batch and

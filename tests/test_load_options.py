@@ -117,7 +117,8 @@ def test_estimate_follows_rss_at_1_4_and_8_slots_and_q8_0_halves_the_kv_cache(sr
 
 def test_every_option_is_echoed_and_listed_per_instance(srv):
     options = {"gpu": "off", "flash_attention": "on", "kv_cache_type_k": "q4_0",
-               "kv_cache_type_v": "q8_0", "eval_batch_size": 64, "use_mmap": True,
+               "kv_cache_type_v": "q8_0", "eval_batch_size": 64, "prefill_budget": 16,
+               "use_mmap": True,
                "keep_in_memory": False, "rope_freq_base": 20000.0, "rope_freq_scale": 0.5}
     out = _fresh(srv, parallel=2, context_length=1024, **options)
     assert {k: out["load_config"][k] for k in options} == options

@@ -138,6 +138,10 @@ def server_start(
     max_queue: Annotated[int | None, typer.Option(
         help="Requests that may wait for a slot before new ones get 503 "
         f"[default: configured, {defaults.MAX_QUEUE}]", min=0)] = None,
+    prefill_budget: Annotated[int | None, typer.Option(
+        help="Prompt tokens read per step while other requests generate: smaller keeps "
+        f"their tokens flowing [default: configured, {defaults.PREFILL_BUDGET}]", min=1)]
+    = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads per model "
                                                 "[default: configured, all cores]", min=1)]
     = None,
@@ -166,7 +170,8 @@ def server_start(
     cfg = config_cmd.load_config_or_exit()
     settings = config.settings_from_config(
         cfg, host=host, port=port, model=model, context_length=context_length,
-        parallel=parallel, max_queue=max_queue, cors=cors, threads=threads,
+        parallel=parallel, max_queue=max_queue, prefill_budget=prefill_budget, cors=cors,
+        threads=threads,
         share_cpu=share_cpu, api_key=api_key, log_format=log_format,
         log_prompts=log_prompts)
     if settings.log_format not in ("text", "json"):
@@ -215,6 +220,7 @@ def _start_detached(settings: ServerSettings) -> None:
             "--port", str(settings.port), "--host", settings.host,
             "--context-length", str(settings.context_length),
             "--parallel", str(settings.parallel), "--max-queue", str(settings.max_queue),
+            "--prefill-budget", str(settings.prefill_budget),
             "--cors" if settings.cors else "--no-cors",
             "--share-cpu" if settings.share_cpu else "--no-share-cpu",
             "--log-format", settings.log_format,

@@ -77,6 +77,7 @@ class ServerSettings:
     context_length: int = defaults.CONTEXT_LENGTH
     parallel: int = defaults.PARALLEL
     max_queue: int = defaults.MAX_QUEUE
+    prefill_budget: int = defaults.PREFILL_BUDGET
     cors: bool = True
     threads: int | None = None
     share_cpu: bool = True  # fewer threads while other processes keep the cores busy
@@ -96,6 +97,7 @@ class ServerConfig:
     context_length: int = defaults.CONTEXT_LENGTH
     parallel: int = defaults.PARALLEL
     max_queue: int = defaults.MAX_QUEUE
+    prefill_budget: int = defaults.PREFILL_BUDGET  # prompt tokens per step beside streams
     threads: int = 0  # CPU threads per model; 0 = all cores
     share_cpu: bool = True  # decode with fewer threads while other processes are busy
     log_format: str = "text"
@@ -203,6 +205,7 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "server.context_length": (1, None),
     "server.parallel": (1, None),
     "server.max_queue": (0, None),
+    "server.prefill_budget": (1, None),
     "server.threads": (0, None),
     "server.keepalive_seconds": (0, None),
     "models.ttl_seconds": (0, None),
@@ -414,6 +417,7 @@ def settings_from_config(cfg: Config, **overrides: Any) -> ServerSettings:
         "context_length": cfg.server.context_length,
         "parallel": cfg.server.parallel,
         "max_queue": cfg.server.max_queue,
+        "prefill_budget": cfg.server.prefill_budget,
         "cors": cfg.server.cors,
         "threads": cfg.server.threads or None,
         "share_cpu": cfg.server.share_cpu,

@@ -73,7 +73,8 @@ def build_manager(settings: ServerSettings,
                   models: ModelsConfig) -> tuple[ModelManager, list[str]]:
     """The model manager with the start-up model loaded, and the ids loaded."""
     defaults = LoadConfig(context_length=settings.context_length, parallel=settings.parallel,
-                          max_queue=settings.max_queue, threads=settings.threads,
+                          max_queue=settings.max_queue,
+                          prefill_budget=settings.prefill_budget, threads=settings.threads,
                           share_cpu=settings.share_cpu)
     manager = ModelManager(
         ModelLibrary(models.dir),

@@ -135,6 +135,9 @@ KvType = Annotated[str | None, typer.Option(
     help="KV-cache type: f16, q8_0, q4_0, ... (default: f16)", show_default=False)]
 EvalBatch = Annotated[int | None, typer.Option(
     help="Tokens per llama.cpp evaluation batch. (default: 512)", show_default=False)]
+PrefillBudget = Annotated[int | None, typer.Option(
+    help="Prompt tokens read per step while other requests generate. (default: "
+    "configured)", show_default=False)]
 Mmap = Annotated[bool | None, typer.Option(
     "--mmap/--no-mmap", help="Map the model file instead of reading it. (default: mmap)",
     show_default=False)]
@@ -155,7 +158,8 @@ def load(
     identifier: Annotated[str | None, typer.Option(help="Name to load it under.")] = None,
     gpu: Gpu = None, flash_attention: FlashAttention = None,
     kv_cache_type_k: KvType = None, kv_cache_type_v: KvType = None,
-    eval_batch_size: EvalBatch = None, mmap: Mmap = None,
+    eval_batch_size: EvalBatch = None, prefill_budget: PrefillBudget = None,
+    mmap: Mmap = None,
     keep_in_memory: KeepInMemory = None,
     rope_freq_base: RopeBase = None, rope_freq_scale: RopeScale = None,
     estimate_only: Annotated[bool, typer.Option("--estimate-only",
@@ -170,6 +174,7 @@ def load(
         options = normalized({
             "gpu": gpu, "flash_attention": flash_attention, "kv_cache_type_k": kv_cache_type_k,
             "kv_cache_type_v": kv_cache_type_v, "eval_batch_size": eval_batch_size,
+            "prefill_budget": prefill_budget,
             "use_mmap": mmap, "keep_in_memory": keep_in_memory,
             "rope_freq_base": rope_freq_base, "rope_freq_scale": rope_freq_scale})
     except LoadOptionError as exc:

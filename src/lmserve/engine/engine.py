@@ -94,6 +94,7 @@ class Engine:
         n_slots: int = defaults.PARALLEL,
         n_ctx_slot: int = defaults.CONTEXT_LENGTH,
         n_batch: int = defaults.BATCH_SIZE,
+        prefill_budget: int = defaults.PREFILL_BUDGET,
         n_threads: int | None = None,
         max_queue: int = defaults.MAX_QUEUE,
         share_cpu: bool = True,
@@ -109,6 +110,8 @@ class Engine:
         self.name = name
         self.max_queue = max_queue
         self.n_batch = n_batch
+        # Prompt tokens read per tick beside running streams: their gap between tokens.
+        self.prefill_budget = prefill_budget
         self.n_threads = n_threads or os.cpu_count() or 1
         # Fewer threads while other processes keep the cores busy (see cpu_share).
         self._cpu_share = CpuShare(self.n_threads) if share_cpu else None
@@ -317,7 +320,8 @@ class Engine:
 
     def _fill_batch(self) -> list[BatchShare]:
         """One token per decoding slot, then prompt chunks in admission order (so the
-        oldest prompt is read first) up to the prefill budget."""
+        oldest prompt is read first): up to n_batch tokens, or up to the prefill budget
+        while any slot is decoding."""
         batch = self._batch
         shares: list[BatchShare] = []
         n = 0
@@ -337,6 +341,8 @@ class Engine:
                 shares.append(BatchShare(s, n, 1, n))
                 add(s.task.next_token, len(s.cache), s.id, True)
         budget = min(self.n_batch - n, self._prefill_cap)
+        if n:  # streams are decoding: read prompts in chunks that keep them flowing
+            budget = min(budget, self.prefill_budget)
         for s in sorted((s for s in busy if s.task.state is TaskState.PREFILL),
                         key=lambda s: s.task.t_admit):
             if budget <= 0:

@@ -1,6 +1,7 @@
 """The llama.cpp options a load may set besides its shape (context length and slots):
-GPU offload, flash attention, the K and V cache types, the evaluation batch size, mmap,
-mlock and the RoPE frequency. One check for every way a load is asked for (the load API,
+GPU offload, flash attention, the K and V cache types, the evaluation batch size, the
+prefill budget (prompt tokens per tick while others generate), mmap, mlock and the RoPE
+frequency. One check for every way a load is asked for (the load API,
 `lmserve load`, per-model defaults, the app), so each refusal names its option alike.
 
 Pure Python: the command line parses these without importing llama.cpp."""
@@ -86,6 +87,13 @@ def _eval_batch(value: Any) -> int:
     return value
 
 
+def _prefill_budget(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_EVAL_BATCH:
+        raise LoadOptionError("prefill_budget", "prefill_budget must be an integer from 1 "
+                              f"to {MAX_EVAL_BATCH}.")
+    return value
+
+
 def _rope(name: str) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -102,6 +110,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "kv_cache_type_k": _choice("kv_cache_type_k", KV_CACHE_TYPES),
     "kv_cache_type_v": _choice("kv_cache_type_v", KV_CACHE_TYPES),
     "eval_batch_size": _eval_batch,
+    "prefill_budget": _prefill_budget,
     "use_mmap": _flag("use_mmap"),
     "keep_in_memory": _flag("keep_in_memory"),
     "rope_freq_base": _rope("rope_freq_base"),

@@ -123,6 +123,7 @@ class LoadConfig:
     kv_cache_type_k: str = defaults.KV_CACHE_TYPE
     kv_cache_type_v: str = defaults.KV_CACHE_TYPE
     eval_batch_size: int = defaults.BATCH_SIZE
+    prefill_budget: int = defaults.PREFILL_BUDGET
     use_mmap: bool = True
     keep_in_memory: bool = False
     rope_freq_base: float | None = None
@@ -134,7 +135,8 @@ class LoadConfig:
                 "gpu": self.gpu, "flash_attention": self.flash_attention,
                 "kv_cache_type_k": self.kv_cache_type_k,
                 "kv_cache_type_v": self.kv_cache_type_v,
-                "eval_batch_size": self.eval_batch_size, "use_mmap": self.use_mmap,
+                "eval_batch_size": self.eval_batch_size,
+                "prefill_budget": self.prefill_budget, "use_mmap": self.use_mmap,
                 "keep_in_memory": self.keep_in_memory,
                 "rope_freq_base": self.rope_freq_base,
                 "rope_freq_scale": self.rope_freq_scale}
@@ -164,6 +166,7 @@ class Model:
                 n_slots=config.parallel,
                 n_ctx_slot=config.context_length,
                 n_batch=config.eval_batch_size,
+                prefill_budget=config.prefill_budget,
                 max_queue=config.max_queue,
                 n_threads=config.threads,
                 share_cpu=config.share_cpu,

@@ -88,6 +88,8 @@ class LoadRequest(BaseModel):
     kv_cache_type_v: str | None = Field(default=None, description="f16, q8_0, q4_0, ...; "
                                         "a quantized V cache needs flash attention")
     eval_batch_size: int | None = Field(default=None, ge=1)
+    prefill_budget: int | None = Field(default=None, ge=1, description="prompt tokens read "
+                                       "per step while other requests generate")
     use_mmap: bool | None = None
     keep_in_memory: bool | None = Field(default=None, description="lock the weights in RAM")
     rope_freq_base: float | None = Field(default=None, gt=0)
