@@ -127,6 +127,8 @@ def test_local_and_remote_models_in_one_list(cluster: Cluster) -> None:
     shown = lmserve(cluster.gateway.home, "remote", "ls",
                     env={"LMSERVE_API_KEY": GATEWAY_KEY})
     assert f"{cluster.nodes[0].origin}/v1  up" in shown
+    running = lmserve(cluster.gateway.home, "ps", env={"LMSERVE_API_KEY": GATEWAY_KEY})
+    assert re.search(rf"nodes-smol\s+{cluster.nodes[1].origin}/v1\s+up", running)
 
 
 def test_a_discovered_model_is_served_by_its_node(cluster: Cluster) -> None:

@@ -98,9 +98,14 @@ def ps(as_json: AsJson = False, host: Host = None, port: Port = None,
     """List the loaded models: status, slots and queue."""
     models = ServerClient(host, port, timeout=30).get("/api/v1/models")["data"]
     instances = [i for m in models for i in m.get("loaded_instances", [])]
+    remotes = [m for m in models if m.get("type") == "remote"]
     if as_json:
         typer.echo(json.dumps(instances, indent=2))
         return
+    if remotes:  # served upstream: each upstream's health and requests in flight
+        _table([("REMOTE", "UPSTREAM", "HEALTH", "IN FLIGHT")]
+               + [(m["key"], u["url"], u["health"], str(u["outstanding"]))
+                  for m in remotes for u in m["upstreams"]])
     if not instances:
         typer.echo("No models are loaded.")
         return

@@ -40,6 +40,12 @@ function row(model) {
     tr.append(td);
   }
   const loaded = document.createElement("td");
+  if (model.type === "remote") { // served upstream: its health instead of instances, no actions
+    loaded.textContent = model.upstreams.map((u) =>
+      `${u.url}: ${u.health}, ${u.outstanding} in flight`).join("; ");
+    tr.append(loaded, document.createElement("td"));
+    return tr;
+  }
   for (const instance of model.loaded_instances) {
     const line = document.createElement("div");
     line.textContent = `${instance.id}: ${instance.status}, ${instance.queued} queued `;
