@@ -18,6 +18,7 @@ from lmserve.api.host_names import HostPolicy, OriginPolicy
 from lmserve.api.json_body import JSONBodies
 from lmserve.api.limits import LimitRequests, RequestLimits
 from lmserve.api.metrics_route import router as metrics_router
+from lmserve.api.native import chat as native_chat
 from lmserve.api.native import downloads, imports, logs, status, tokenize
 from lmserve.api.native import models as native_models
 from lmserve.api.native.logs import LogBroadcaster
@@ -66,7 +67,7 @@ def create_app(
     app.state.logs = LogBroadcaster()
     logging.getLogger("lmserve").addHandler(app.state.logs)
     for module in (chat, completions, embeddings, models, status, tokenize, messages,
-                   responses, native_models, downloads, imports, logs):
+                   responses, native_models, native_chat, downloads, imports, logs):
         app.include_router(module.router)
     app.include_router(metrics_router)
     install_openapi(app)

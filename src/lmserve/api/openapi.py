@@ -156,7 +156,16 @@ SCHEMAS: dict[str, JSON] = {
             "finish_reason": _nullable({"enum": ["stop", "length"]}),
         })),
     }, {"usage": _nullable(_USAGE), **_NATIVE_EXTRAS}),
-    "TypedEvent": _obj({"type": _STR}),  # Responses and Anthropic stream events
+    "TypedEvent": _obj({"type": _STR}),  # Responses, Anthropic and native chat events
+    "NativeChatResult": _obj({
+        "model_instance_id": _STR,
+        "output": _list_of(_obj({"type": {"enum": ["message", "reasoning", "tool_call",
+                                                    "invalid_tool_call"]}})),
+        "stats": _obj({"input_tokens": _INT, "total_output_tokens": _INT,
+                       "reasoning_output_tokens": _INT, "tokens_per_second": _NUM,
+                       "time_to_first_token_seconds": _NUM},
+                      {"model_load_time_seconds": _NUM}),
+    }, {"response_id": _STR}),
     "LogRecord": _obj({"time": _NUM, "level": _STR, "logger": _STR, "message": _STR}),
     "Health": _obj({"status": _const("ok")}),
     "ServerStatus": _obj({"status": _STR, "version": _STR, "base_url": _STR,
@@ -258,6 +267,11 @@ ROUTES: dict[tuple[str, str], JSON] = {
                               "... message_stop).")),
     ("post", "/v1/messages/count_tokens"): _route(
         "AnthropicTokenCount", _GENERATION, anthropic=True, body=CountTokensRequest),
+    ("post", "/api/v1/chat"): _route(
+        "NativeChatResult", (400, 403, 404, 503),
+        stream=("TypedEvent", f"{_SSE_NOTE}, each with an `event:` line naming its type "
+                              "(chat.start, model_load.*, prompt_processing.*, reasoning.*, "
+                              "tool_call.*, message.*, error ... chat.end).")),
     ("post", "/api/v1/tokenize"): _route("Tokens", _GENERATION),
     ("post", "/api/v1/detokenize"): _route("Text", _GENERATION),
     ("post", "/tokenize"): _route("RootTokens", _GENERATION),

@@ -10,6 +10,7 @@ from lmserve.engine.request import (
     Failed,
     GenerationRequest,
     PromptLogprobs,
+    PromptProgress,
 )
 from lmserve.engine.sampling import SamplingParams
 
@@ -24,6 +25,7 @@ __all__ = [
     "GenerationRequest",
     "LlamaModel",
     "PromptLogprobs",
+    "PromptProgress",
     "QueueFullError",
     "SamplingParams",
 ]

@@ -34,6 +34,7 @@ from lmserve.engine.request import (
     Failed,
     GenerationRequest,
     PromptLogprobs,
+    PromptProgress,
     Timings,
     TokenLogprob,
 )
@@ -394,6 +395,9 @@ class Engine:
                 self._score_prompt_chunk(share)
             slot.cache.extend(task.pending[:share.n_tokens])
             del task.pending[:share.n_tokens]
+            if task.req.report_progress:
+                self._emit(task.req, PromptProgress(task.n_prompt - len(task.pending),
+                                                    task.n_prompt, task.n_reused))
             if not task.pending:
                 task.state = TaskState.DECODE
                 task.t_prompt_done = now

@@ -10,6 +10,7 @@ import ctypes
 import functools
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import llama_cpp as L
@@ -64,9 +65,11 @@ class LlamaModel:
     """Model weights and vocabulary, shared by every context made from them."""
 
     def __init__(self, path: str | Path, *, n_gpu_layers: int = 0, use_mmap: bool = True,
-                 mlock: bool = False) -> None:
+                 mlock: bool = False, on_progress: Callable[[float], None] | None = None
+                 ) -> None:
         """n_gpu_layers: layers offloaded to the GPU (the output layer counts as one);
-        use_mmap: map the file instead of reading it; mlock: keep the weights in RAM."""
+        use_mmap: map the file instead of reading it; mlock: keep the weights in RAM;
+        on_progress: called from the loading thread with the share loaded, 0 to 1."""
         init_backend()
         self.path = Path(path)
         if not self.path.is_file():
@@ -74,6 +77,14 @@ class LlamaModel:
         params = L.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.load_mode = _load_mode(use_mmap, mlock)
+        if on_progress is not None:
+            def report(progress: float, _: ctypes.c_void_p) -> bool:
+                on_progress(progress)
+                return True  # go on loading
+
+            # Held until the load returns: llama.cpp calls it during the load only.
+            callback = L.llama_progress_callback(report)
+            params.progress_callback = callback
         self.ptr = L.llama_model_load_from_file(str(self.path).encode(), params)
         if not self.ptr:
             raise ModelLoadError(f"llama.cpp could not load {self.path}")

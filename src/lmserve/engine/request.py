@@ -57,6 +57,16 @@ class PromptLogprobs:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptProgress:
+    """How much of the prompt is read: sent after each chunk of it, to requests that ask
+    (`report_progress`). `processed` counts the cached tokens too."""
+
+    processed: int
+    total: int
+    cached: int
+
+
+@dataclass(frozen=True, slots=True)
 class Timings:
     queued_s: float
     ttft_s: float
@@ -89,7 +99,7 @@ class Failed:
     error: Exception
 
 
-Event = Delta | PromptLogprobs | Done | Failed
+Event = Delta | PromptLogprobs | PromptProgress | Done | Failed
 # Delivers one tick's events of several requests at once: (request's emit, event) pairs.
 HandOver = Callable[[list[tuple[Callable[[Event], None], Event]]], None]
 
@@ -105,6 +115,7 @@ class GenerationRequest:
     prompt_logprobs: int | None = None  # the same for every prompt token (scoring)
     logprobs_of_end: bool = False  # list the end-of-generation token too (legacy completions)
     render_special: bool = False  # show control tokens (tool-call markers) in the text
+    report_progress: bool = False  # a PromptProgress after each chunk of the prompt read
     tag: str = ""  # the caller's name for the request (its request id), for log lines
     hand_over: HandOver | None = None  # takes each tick's events in one call; else emit
     id: int = field(default_factory=lambda: next(_ids))

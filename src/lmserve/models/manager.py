@@ -21,6 +21,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
@@ -172,6 +173,7 @@ class ModelManager:
         raise ModelNotFoundError(name, known)
 
     def load_now(self, name: str, *, identifier: str | None = None, allow_paths: bool = False,
+                 on_progress: Callable[[float], None] | None = None,
                  **options: Any) -> tuple[Model, str]:
         """Loads in the calling thread; returns the instance and what happened:
         "loaded", "already_loaded" or "reloaded" (with the new options).
@@ -206,7 +208,8 @@ class ModelManager:
                 self._retire(current, config)
             self._make_room(needed["total"])
             model = Model(identifier, path, config, key=key, entry=entry,
-                          metrics=self.metrics, log_prompts=self.log_prompts)
+                          metrics=self.metrics, log_prompts=self.log_prompts,
+                          on_load_progress=on_progress)
         except Exception:
             self.metrics.load_failures.labels(key).inc()
             raise
@@ -265,8 +268,12 @@ class ModelManager:
         model.close()
 
     async def load(self, name: str, *, identifier: str | None = None,
+                   on_progress: Callable[[float], None] | None = None,
                    **options: Any) -> tuple[Model, str]:
-        """Loads off the event loop; concurrent loads of the same model share one."""
+        """Loads off the event loop; concurrent loads of the same model share one.
+
+        on_progress: called (from the loading thread) with the share of the weights
+        loaded, when this call loads them."""
         note_model(name)
         token = identifier or self._key_or_name(name)
         pending = self._loading.get(token)
@@ -277,7 +284,7 @@ class ModelManager:
         self._loading[token] = future
         try:
             result = await asyncio.to_thread(self.load_now, name, identifier=identifier,
-                                             **options)
+                                             on_progress=on_progress, **options)
             future.set_result(result)
             return result
         except BaseException as exc:
@@ -293,8 +300,10 @@ class ModelManager:
 
     # -- which model a request means ------------------------------------------------------
 
-    async def resolve(self, name: str, *, ttl: float | None = None) -> Model:
-        """The instance a request's `model` names, loading it just in time if allowed."""
+    async def resolve(self, name: str, *, ttl: float | None = None,
+                      on_progress: Callable[[float], None] | None = None) -> Model:
+        """The instance a request's `model` names, loading it just in time if allowed
+        (on_progress: as for load)."""
         note_model(name)
         if (pending := self._loading.get(name)) is not None:  # being loaded or reloaded
             await asyncio.shield(pending)
@@ -306,7 +315,7 @@ class ModelManager:
                 raise LoadRefusedError(reason)
             if ttl is None and "ttl" not in self.model_defaults.get(target):
                 ttl = self.jit_ttl  # a TTL saved for the model wins over the JIT one
-            target, _ = await self.load(target, ttl=ttl)
+            target, _ = await self.load(target, ttl=ttl, on_progress=on_progress)
         if stand_in:
             log.info("model '%s' matches no model: served by %s", name, target.id)
         target.touch()

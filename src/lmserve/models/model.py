@@ -147,7 +147,8 @@ class Model:
 
     def __init__(self, model_id: str, path: Path, config: LoadConfig, *,
                  key: str | None = None, entry: Any = None, metrics: Metrics | None = None,
-                 log_prompts: bool = False) -> None:
+                 log_prompts: bool = False,
+                 on_load_progress: Callable[[float], None] | None = None) -> None:
         self.id = model_id
         self.metrics = metrics
         self.log_prompts = log_prompts  # prompt and output text go to the log
@@ -159,7 +160,7 @@ class Model:
         t0 = time.perf_counter()
         self.gpu_layers = gpu_layers(config.gpu, layer_count(path))
         self.llama = LlamaModel(path, n_gpu_layers=self.gpu_layers, use_mmap=config.use_mmap,
-                                mlock=config.keep_in_memory)
+                                mlock=config.keep_in_memory, on_progress=on_load_progress)
         try:
             self.engine = Engine(
                 self.llama,
@@ -242,6 +243,7 @@ class Model:
         prompt_logprobs: int | None = None,
         logprobs_of_end: bool = False,
         render_special: bool = False,
+        report_progress: bool = False,
     ) -> GenerationStream:
         """Submits the request now: queue and context errors raise here, before streaming."""
         self.check_can_generate()
@@ -252,7 +254,8 @@ class Model:
         req = GenerationRequest(prompt, sampling, queue.put_nowait, max_tokens=max_tokens,
                                 stop=stop, logprobs=logprobs, prompt_logprobs=prompt_logprobs,
                                 logprobs_of_end=logprobs_of_end, render_special=render_special,
-                                tag=current_request_id(), hand_over=self._hand_over)
+                                report_progress=report_progress, tag=current_request_id(),
+                                hand_over=self._hand_over)
         self.engine.submit(req)
         return GenerationStream(self, req, queue)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmserve.engine import Done
+from lmserve.engine import Done, PromptProgress
 from lmserve.engine.request import TokenLogprob
 from lmserve.parsers import ContentDelta, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
 
@@ -20,8 +20,9 @@ class Finish:
     done: Done
 
 
+# PromptProgress only when the spec asks for it (report_progress).
 ChatEvent = ContentDelta | ReasoningDelta | ToolCallStart | ToolCallArgsDelta | \
-    LogprobsDelta | Finish
+    LogprobsDelta | Finish | PromptProgress
 
 
 class LogprobsHold:

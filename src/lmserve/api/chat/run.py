@@ -12,7 +12,7 @@ from lmserve.api.chat.messages import render_prompt
 from lmserve.api.chat.spec import ChatSpec
 from lmserve.api.chat.tools import forced_function
 from lmserve.api.generation import GenerationRun, finish_reason
-from lmserve.engine import Delta, Done
+from lmserve.engine import Delta, Done, PromptProgress
 from lmserve.models import GenerationStream, Model
 from lmserve.parsers import (
     ContentDelta,
@@ -55,6 +55,8 @@ class ChatRun(GenerationRun):
                 # A call cut off by the token limit ends as "length", like any text.
                 called[i] &= event.finish_reason != "length"
                 yield i, Finish("tool_calls" if called[i] else finish_reason(event), event)
+            elif isinstance(event, PromptProgress):
+                yield i, event
 
     def _parse(self, i: int, text: str) -> list:
         parser = self._parsers[i]
@@ -91,7 +93,8 @@ def start_chat(model: Model, spec: ChatSpec) -> ChatRun:
                                                                       seed=sampling.seed + i)
             streams.append(model.generate(prompt.tokens, seeded, max_tokens=spec.max_tokens,
                                           stop=spec.stop, logprobs=spec.logprobs,
-                                          render_special=bool(functions)))
+                                          render_special=bool(functions),
+                                          report_progress=spec.report_progress))
     except Exception:
         for s in streams:
             s.cancel()

@@ -25,3 +25,4 @@ class ChatSpec:
     stream: bool = False
     # Extra chat-template variables: reasoning controls, `chat_template_kwargs`.
     template_variables: dict[str, Any] = field(default_factory=dict)
+    report_progress: bool = False  # PromptProgress events while the prompt is read

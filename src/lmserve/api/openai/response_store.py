@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from lmserve.api.errors import APIError
 from lmserve.config import home_dir
 
 DEFAULT_CAPACITY = 1000
@@ -87,6 +88,18 @@ class ResponseStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def previous_conversation(store: ResponseStore, previous_id: str | None
+                          ) -> list[dict[str, Any]]:
+    """The items a request naming `previous_response_id` continues from ([] for none)."""
+    if previous_id is None:
+        return []
+    stored = store.get(previous_id)
+    if stored is None:
+        raise APIError(404, f"Previous response with id '{previous_id}' not found.",
+                       param="previous_response_id", code="previous_response_not_found")
+    return stored.conversation()
 
 
 def get_store(request: Request) -> ResponseStore:

@@ -15,7 +15,12 @@ from lmserve.api.chat import ChatEvent, ChatRun, ChatSpec, Finish, LogprobsHold,
 from lmserve.api.deps import get_manager, get_mcp_pool
 from lmserve.api.errors import APIError, as_api_error
 from lmserve.api.openai.protocol import logprobs_object
-from lmserve.api.openai.response_store import ResponseStore, StoredResponse, get_store
+from lmserve.api.openai.response_store import (
+    ResponseStore,
+    StoredResponse,
+    get_store,
+    previous_conversation,
+)
 from lmserve.api.openai.responses_mcp import McpEvent, McpItems, start_with_mcp
 from lmserve.api.openai.responses_protocol import (
     ResponseRequest,
@@ -42,7 +47,7 @@ async def create_response(
     manager: ModelManager = Depends(get_manager),
     store: ResponseStore = Depends(get_store),
 ) -> Response:
-    context = [*_previous_conversation(store, body.previous_response_id), *body.input_items()]
+    context = [*previous_conversation(store, body.previous_response_id), *body.input_items()]
     spec = body.chat_spec(conversation_messages(body.instructions, context))
     if body.mcp_tools:
         run: ChatRun | ServerToolLoop = await start_with_mcp(
@@ -80,20 +85,10 @@ def _not_found(response_id: str) -> APIError:
 
 def _stored(store: ResponseStore, response_id: str) -> StoredResponse:
     stored = store.get(response_id)
-    if stored is None:
+    # The store keeps /api/v1/chat's chats too: they continue, but are no Response.
+    if stored is None or stored.response.get("object") != "response":
         raise _not_found(response_id)
     return stored
-
-
-def _previous_conversation(store: ResponseStore, previous_id: str | None
-                           ) -> list[dict[str, Any]]:
-    if previous_id is None:
-        return []
-    stored = store.get(previous_id)
-    if stored is None:
-        raise APIError(404, f"Previous response with id '{previous_id}' not found.",
-                       param="previous_response_id", code="previous_response_not_found")
-    return stored.conversation()
 
 
 def _start(model: Model, spec: ChatSpec) -> ChatRun:
