@@ -50,9 +50,14 @@ FLASH_ATTENTION_TYPES = {"auto": L.LLAMA_FLASH_ATTN_TYPE_AUTO,
                          "off": L.LLAMA_FLASH_ATTN_TYPE_DISABLED}
 
 
+# enum ggml_type, for the KV-cache types (llama_cpp does not name BF16)
+_GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
+               "iq4_nl": 20, "bf16": 30}
+
+
 def ggml_type(name: str) -> int:
-    """llama.cpp's number for a tensor type named as in llama-server ("f16", "q8_0")."""
-    return int(getattr(L, f"GGML_TYPE_{name.upper()}"))
+    """ggml's number for a tensor type named as in llama-server ("f16", "q8_0")."""
+    return _GGML_TYPES[name]
 
 
 def _load_mode(use_mmap: bool, mlock: bool) -> int:
