@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -51,12 +52,46 @@ def configure_gateway(home: Path, nodes: list[ServerProcess]) -> None:
     assert NODE_KEY not in (home / "config.toml").read_text()
 
 
+class LlamaCppServer:
+    """llama-cpp-python's own OpenAI-compatible server on the bundled model: an upstream
+    that is not lmserve and has no Messages API."""
+
+    def __init__(self, log_path: Path) -> None:
+        from lmserve.models.bundled import bundled_model_path
+
+        self.base_url = f"http://127.0.0.1:{closed_port()}/v1"
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()),
+             "--host", "127.0.0.1", "--port", self.base_url.split(":")[2][:-3],
+             "--n_ctx", "1024", "--n_threads", "1", "--api_key", NODE_KEY,
+             "--interrupt_requests", "False", "--verbose", "False"],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(self._ready, "llama-cpp-python's server answers", timeout=120)
+
+    def _ready(self) -> bool:
+        assert self.proc.poll() is None, "llama_cpp.server exited"
+        try:
+            return httpx.get(f"{self.base_url}/models", timeout=5,
+                             headers={"Authorization": f"Bearer {NODE_KEY}"}).is_success
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self._log.close()
+
+
 class Cluster:
     def __init__(self, tmp: Path) -> None:
         self.nodes = [ServerProcess(*NODE_ARGS), ServerProcess(*NODE_ARGS)]
+        self.llama_cpp = LlamaCppServer(tmp / "llama-cpp.log")
         home = tmp / "gateway"
         home.mkdir()
         configure_gateway(home, self.nodes)
+        lmserve(home, "remote", "add", "llama-cpp", "--upstream", self.llama_cpp.base_url,
+                "--api-key-env", "NODE_KEY")
         self.gateway = ServerProcess("--parallel", "2", "--context-length", "512",
                                      "--api-key", GATEWAY_KEY, home=home,
                                      env={"NODE_KEY": NODE_KEY,
@@ -76,7 +111,7 @@ class Cluster:
         return next(u["health"] for u in upstreams if u["url"] == f"{node.origin}/v1")
 
     def stop(self) -> None:
-        for proc in (self.gateway, *self.nodes):
+        for proc in (self.gateway, *self.nodes, self.llama_cpp):
             proc.stop()
 
 
@@ -166,6 +201,29 @@ def test_every_route_passes_through(cluster: Cluster) -> None:
                            json={"model": "nodes-smol", "max_tokens": 3,
                                  "messages": [{"role": "user", "content": "Hi"}]})
     assert anthropic.status_code == 200 and anthropic.json()["type"] == "message"
+
+
+def test_llama_cpp_server_upstream_with_messages_bridged(cluster: Cluster) -> None:
+    chunks = list(cluster.client().chat.completions.create(
+        model="llama-cpp", messages=[{"role": "user", "content": "Hi"}], max_tokens=4,
+        stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    # It has no /v1/messages: the gateway sends a chat completion and answers as Messages.
+    claude = anthropic.Anthropic(base_url=cluster.gateway.origin, api_key=GATEWAY_KEY,
+                                 max_retries=0)
+    message = claude.messages.create(model="llama-cpp", max_tokens=4, system="Be brief.",
+                                     messages=[{"role": "user", "content": "Hi"}])
+    assert message.content[0].type == "text" and message.content[0].text
+    assert message.stop_reason in ("max_tokens", "end_turn")
+    assert message.usage.output_tokens == 4 or message.stop_reason == "end_turn"
+    with claude.messages.stream(model="llama-cpp", max_tokens=4,
+                                messages=[{"role": "user", "content": "Hi"}]) as streamed:
+        text = "".join(streamed.text_stream)
+        final = streamed.get_final_message()
+    assert text and final.content[0].text == text
+    with pytest.raises(anthropic.BadRequestError):  # refused as /v1/messages would
+        claude.messages.create(model="llama-cpp", max_tokens=0,
+                               messages=[{"role": "user", "content": "Hi"}])
 
 
 def test_streams_pass_through_with_usage_counted(cluster: Cluster) -> None:

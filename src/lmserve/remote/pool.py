@@ -21,6 +21,7 @@ class Upstream:
     served: int = 0
     up: bool = True
     last_error: str | None = None
+    messages_api: bool | None = None  # False once its /messages is found missing
     changed_at: float = field(default_factory=time.time)
 
     def mark_down(self, reason: str) -> bool:

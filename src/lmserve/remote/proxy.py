@@ -16,13 +16,18 @@ import time
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lmserve.api.anthropic.messages import error_response as anthropic_error
+from lmserve.api.anthropic.messages import validation_message
 from lmserve.api.errors import APIError, error_response
+from lmserve.api.serving import stream
 from lmserve.api.sse import DONE, sse_data, sse_named
 from lmserve.metrics import Metrics
 from lmserve.remote.entries import RemoteModel
+from lmserve.remote.messages_bridge import ChatEvents, UpstreamChatRun, chat_body
+from lmserve.remote.messages_bridge import translator as bridge_translator
 from lmserve.remote.pool import Upstream, UpstreamPool
 from lmserve.remote.registry import RemoteModels, log
 from lmserve.request_context import RequestRecord, current_record, note_error, note_model
@@ -115,7 +120,9 @@ class Exchange:
         self.metrics = metrics
         self.route = scope["path"]
         self.path = ROUTES[self.route]
+        self.original = payload
         self.payload = {**payload, "model": remote.served_name}
+        self.bridged = False  # a Messages request sent as a chat completion
         self.strip_usage = self._ask_for_usage()
         self.record: RequestRecord | None = current_record()
         self.started = time.perf_counter()
@@ -179,13 +186,19 @@ class Exchange:
 
     async def _serve(self) -> None:
         try:
-            upstream, response = await self._open()
+            upstream, response = await self._open_messages_aware()
         except UpstreamError as exc:
             await self._refuse(exc.status, str(exc), exc.code, exc.type)
+            return
+        except ValidationError as exc:  # only a bridged Messages request is read here
+            await self._refuse(400, validation_message(exc), "invalid_request",
+                               "invalid_request_error")
             return
         try:
             if response.status_code >= 400:
                 await self._relay_error(upstream, response)
+            elif self.bridged:
+                await self._relay_bridged(upstream, response)
             elif response.headers.get("content-type", "").startswith("text/event-stream"):
                 await self._relay_stream(upstream, response)
             else:
@@ -194,6 +207,29 @@ class Exchange:
         finally:
             upstream.outstanding -= 1
             await response.aclose()
+
+    async def _open_messages_aware(self) -> tuple[Upstream, httpx.Response]:
+        """`_open`, with a Messages request sent as a chat completion to upstreams that
+        have no /messages route (found out at the first 404 that is not an error of
+        theirs about the request)."""
+        messages = self.route == "/v1/messages"
+        if messages and all(u.messages_api is False for u in self.pool.upstreams):
+            self._bridge_messages()
+        upstream, response = await self._open()
+        if messages and not self.bridged and response.status_code == 404:
+            raw = await response.aread()
+            if b'"error"' not in raw:  # the route is missing, not the model
+                upstream.messages_api = False
+                upstream.outstanding -= 1
+                await response.aclose()
+                self._bridge_messages()
+                return await self._open()
+        return upstream, response
+
+    def _bridge_messages(self) -> None:
+        self.payload = chat_body(self.original, self.remote.served_name)
+        self.path = "/chat/completions"
+        self.bridged = True
 
     async def _open(self) -> tuple[Upstream, httpx.Response]:
         """The first upstream that answers with headers; a request that fails before
@@ -253,7 +289,8 @@ class Exchange:
 
     async def _refuse(self, status: int, message: str, code: str, type: str) -> None:
         err = APIError(status, message, type=type, code=code)
-        response = anthropic_error(err) if self.path == "/messages" else error_response(err)
+        messages = self.route == "/v1/messages"
+        response = anthropic_error(err) if messages else error_response(err)
         self.headers_sent = True
         await response(self.scope, self.receive, self.send)
 
@@ -275,19 +312,25 @@ class Exchange:
         body = _json_object(raw)
         if body is not None:
             self._note_usage(body)
+        await self._send_whole(raw, response.headers.get("content-type", "application/json"),
+                               response.status_code)
+
+    async def _send_whole(self, raw: bytes, content_type: str, status: int) -> None:
         self.headers_sent = True
-        content_type = response.headers.get("content-type", "application/json")
-        await self.send({"type": "http.response.start", "status": response.status_code,
+        await self.send({"type": "http.response.start", "status": status,
                          "headers": [(b"content-type", content_type.encode("latin-1")),
                                      (b"content-length", str(len(raw)).encode())]})
         await self.send({"type": "http.response.body", "body": raw})
 
-    async def _relay_stream(self, upstream: Upstream, response: httpx.Response) -> None:
+    async def _start_stream(self, status: int) -> None:
         self.headers_sent = True
-        await self.send({"type": "http.response.start", "status": response.status_code,
+        await self.send({"type": "http.response.start", "status": status,
                          "headers": [(b"content-type", b"text/event-stream"),
                                      (b"cache-control", b"no-cache"),
                                      (b"x-accel-buffering", b"no")]})
+
+    async def _relay_stream(self, upstream: Upstream, response: httpx.Response) -> None:
+        await self._start_stream(response.status_code)
         pending = b""
         try:
             async for chunk in response.aiter_raw():
@@ -301,13 +344,42 @@ class Exchange:
                     await self.send({"type": "http.response.body", "body": b"".join(out),
                                      "more_body": True})
         except httpx.HTTPError as exc:
-            reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            if not isinstance(exc, httpx.TimeoutException) and upstream.mark_down(reason):
-                log.warning("upstream %s is down (%s)", upstream.url, reason)
-            note_error("upstream_failed")
-            message = f"Upstream {upstream.url} failed during the stream: {reason}"
+            message = self._failed_midway(upstream, exc)
             await self.send({"type": "http.response.body", "body": self._error_event(message),
                              "more_body": True})
+        await self.send({"type": "http.response.body", "body": b""})
+
+    def _failed_midway(self, upstream: Upstream, exc: httpx.HTTPError) -> str:
+        """Marks the upstream down for a broken connection (not for a slow one); the
+        message for the client."""
+        reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        if not isinstance(exc, httpx.TimeoutException) and upstream.mark_down(reason):
+            log.warning("upstream %s is down (%s)", upstream.url, reason)
+        note_error("upstream_failed")
+        return f"Upstream {upstream.url} failed during the stream: {reason}"
+
+    async def _relay_bridged(self, upstream: Upstream, response: httpx.Response) -> None:
+        messages = bridge_translator(self.remote.id)
+        if not self.payload.get("stream"):
+            chat = ChatEvents()
+            payload = _json_object(await response.aread()) or {}
+            messages.start()
+            for event in chat.of_whole(payload):
+                messages.feed(0, event)
+            messages.end()
+            self._note_usage({"usage": {"prompt_tokens": chat.prompt_tokens,
+                                        "completion_tokens": chat.completion_tokens}})
+            await self._send_whole(json.dumps(messages.result()).encode(), "application/json",
+                                   200)
+            return
+        run = UpstreamChatRun(response, lambda exc: self._failed_midway(upstream, exc))
+        await self._start_stream(200)
+        async for frame in stream(run, messages):
+            if frame.startswith(b"event: content_block_delta"):
+                self._note_piece()
+            await self.send({"type": "http.response.body", "body": frame, "more_body": True})
+        self._note_usage({"usage": {"prompt_tokens": run.chat.prompt_tokens,
+                                    "completion_tokens": run.chat.completion_tokens}})
         await self.send({"type": "http.response.body", "body": b""})
 
     def _relay_event(self, event: bytes) -> bool:
@@ -320,19 +392,22 @@ class Exchange:
         if payload is None:
             return True
         if _is_piece(payload):
-            self.last_piece = time.perf_counter()
-            if self.first_piece is None:
-                self.first_piece = self.last_piece
-            self.pieces += 1
-            if self.record is not None:
-                self.record.output_pieces = self.pieces
+            self._note_piece()
         self._note_usage(payload)
         # the usage chunk asked for here, which the client did not ask for
         return not (self.strip_usage and payload.get("choices") == []
                     and payload.get("usage"))
 
+    def _note_piece(self) -> None:
+        self.last_piece = time.perf_counter()
+        if self.first_piece is None:
+            self.first_piece = self.last_piece
+        self.pieces += 1
+        if self.record is not None:
+            self.record.output_pieces = self.pieces
+
     def _error_event(self, message: str) -> bytes:
-        if self.path == "/messages":
+        if self.route == "/v1/messages":
             return sse_named("error", {"type": "error", "error": {
                 "type": "api_error", "message": message}})
         if self.path == "/responses":
