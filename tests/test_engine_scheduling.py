@@ -1,9 +1,10 @@
-"""How the engine shares its ticks, driving the real Engine on the bundled model:
-a long prompt is read in chunks between the running streams' tokens."""
+"""How the engine shares its work, driving the real Engine on the bundled model: a long
+prompt is read in chunks between the running streams' tokens, and a prompt prefix that
+several requests share is read once."""
 
 from __future__ import annotations
 
-from lmserve.engine import Delta, Done
+from lmserve.engine import Delta, Done, SamplingParams
 from tests.engine_driver import prompt_of, request
 
 
@@ -36,3 +37,53 @@ def test_a_long_prompt_is_read_between_the_tokens_of_running_streams(
     assert min(tokens_meanwhile) >= 6, tokens_meanwhile
 
 
+
+def _seeded(seed: int) -> SamplingParams:
+    return SamplingParams(temperature=0.9, top_k=40, top_p=0.95, seed=seed)
+
+
+def _run_all(engine, prompts: list[list[int]], together: bool) -> list[tuple[str, Done]]:
+    """Runs the prompts one by one, or submits them all before starting the engine."""
+    runs = [request(p, max_tokens=12, sampling=_seeded(i)) for i, p in enumerate(prompts)]
+    if together:
+        for req, _ in runs:
+            engine.submit(req)
+        engine.start()
+        return [_end(listener) for _, listener in runs]
+    out = []
+    for req, listener in runs:
+        engine.submit(req)
+        out.append(_end(listener))
+    return out
+
+
+def _end(listener) -> tuple[str, Done]:
+    done = listener.end()
+    assert isinstance(done, Done), done
+    return listener.text, done
+
+
+def test_requests_sharing_a_new_prefix_read_it_once(engine_model, make_engine):
+    system = prompt_of(engine_model, "You are the assistant of a bakery in Lyon. " * 25)
+    prompts = [system + engine_model.tokenize(f" Question {i}: which bread is best?",
+                                              add_special=False, parse_special=False)
+               for i in range(8)]
+    alone = make_engine(n_slots=8, n_ctx_slot=512)
+    alone.start()
+    one_by_one = _run_all(alone, prompts, together=False)
+    crowd = make_engine(n_slots=8, n_ctx_slot=512)
+    # All eight wait before the engine starts: they arrive together, nothing is cached.
+    together = _run_all(crowd, prompts, together=True)
+    assert [text for text, _ in together] == [text for text, _ in one_by_one]
+    read = [done.timings.n_prompt_processed for _, done in together]
+    assert read[0] == len(prompts[0])  # the first reads the whole prompt...
+    for n_read, prompt in zip(read[1:], prompts[1:], strict=True):
+        assert n_read <= len(prompt) - len(system)  # ...the others only their own part
+
+
+def test_identical_prompts_cost_one_prefill(engine_model, make_engine):
+    prompt = prompt_of(engine_model, "Write a poem about the sea and its colors. " * 10)
+    engine = make_engine(n_slots=4, n_ctx_slot=512)
+    runs = _run_all(engine, [prompt] * 4, together=True)
+    assert [done.timings.n_prompt_processed for _, done in runs] == [len(prompt), 1, 1, 1]
+    assert len({text for text, _ in runs}) > 1  # four seeds, four choices

@@ -46,6 +46,9 @@ log = logging.getLogger("lmserve.engine")
 
 # Prompt tokens a scoring request puts in one batch (each keeps a vocabulary of logits).
 _SCORE_CHUNK = 64
+# Prompt tokens another slot must share beyond a slot's own cache for a copy of its KV
+# (a whole KV stream, a few ms) to beat reading them.
+_MIN_SHARED = 32
 
 
 class QueueFullError(RuntimeError):
@@ -296,12 +299,24 @@ class Engine:
         return max(free, key=lambda s: (_common_prefix(s.cache, prompt), -s.last_used))
 
     def _start(self, slot: Slot) -> None:
-        """Keeps the slot's KV that the prompt shares, so only the rest is read."""
+        """Keeps the slot's KV that the prompt shares, so only the rest is read; or, when
+        another slot reads or holds a longer part of it, waits to copy that slot's KV."""
         task = slot.task
         prompt = task.req.prompt
-        keep = min(_common_prefix(slot.cache, prompt), len(prompt) - 1)  # one token to eval
+        own = min(_common_prefix(slot.cache, prompt), len(prompt) - 1)  # one token to eval
         if task.scoring:
-            keep = 0  # cached tokens have no logits left to score them with
+            own = 0  # cached tokens have no logits left to score them with
+        else:
+            source, shared = self._prefix_source(slot, prompt)
+            if source is not None and shared >= own + _MIN_SHARED:
+                task.source, task.source_task, task.n_shared = source, source.task, shared
+        if task.source is None:
+            self._keep_prefix(slot, own)
+        task.chain = build_sampler_chain(task.req.sampling, self.model, prompt)
+
+    def _keep_prefix(self, slot: Slot, keep: int) -> None:
+        """Drops the slot's KV after `keep` tokens; the task reads the rest of its prompt."""
+        task = slot.task
         if keep < len(slot.cache):
             if not L.llama_memory_seq_rm(self._mem, slot.id, keep, -1):
                 # Some memory types (recurrent, sliding window) cannot drop a tail.
@@ -309,13 +324,55 @@ class Engine:
                 keep = 0
             del slot.cache[keep:]
         task.n_reused = keep
-        task.pending = prompt[keep:]
-        task.chain = build_sampler_chain(task.req.sampling, self.model, prompt)
+        task.pending = task.req.prompt[keep:]
+
+    def _prefix_source(self, slot: Slot, prompt: list[int]) -> tuple[Slot | None, int]:
+        """The busy slot that reads or holds the longest prefix of `prompt`, and its length
+        (one token short of the whole prompt at most: it must read one itself)."""
+        best, best_len = None, 0
+        for other in self._busy_slots():
+            task = other.task
+            if other is slot or task.source is not None:
+                continue
+            planned = other.cache + task.pending if task.state is TaskState.PREFILL \
+                else other.cache
+            shared = min(_common_prefix(planned, prompt), len(prompt) - 1)
+            if shared > best_len:
+                best, best_len = other, shared
+        return best, best_len
+
+    def _copy_shared_prefixes(self) -> None:
+        """Tasks waiting for another slot's prefix copy its KV once it is read."""
+        for slot in self._busy_slots():
+            task = slot.task
+            source = task.source
+            if source is None:
+                continue
+            prompt = task.req.prompt
+            if _common_prefix(source.cache, prompt) >= task.n_shared:
+                task.source = task.source_task = None
+                L.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+                # Across KV streams llama.cpp copies whole sequences: copy, then cut.
+                L.llama_memory_seq_cp(self._mem, source.id, slot.id, -1, -1)
+                if L.llama_memory_seq_rm(self._mem, slot.id, task.n_shared, -1):
+                    slot.cache = prompt[:task.n_shared]
+                else:  # a memory type that cannot drop a tail: read it all
+                    L.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+                    slot.cache = []
+                task.n_reused = len(slot.cache)
+                task.pending = prompt[len(slot.cache):]
+            elif source.task is not task.source_task:  # it ended before reading that far
+                task.source = task.source_task = None
+                self._keep_prefix(slot, min(_common_prefix(slot.cache, prompt),
+                                            len(prompt) - 1))
 
     # -- one tick: fill the batch, decode, advance the slots, sample ------------------------
 
     def _tick(self) -> None:
+        self._copy_shared_prefixes()
         shares = self._fill_batch()
+        if not shares:  # every busy slot waits for another's prefix
+            return
         if not self._decode(shares):
             return
         self._advance(shares)
@@ -346,8 +403,8 @@ class Engine:
         budget = min(self.n_batch - n, self._prefill_cap)
         if n:  # streams are decoding: read prompts in chunks that keep them flowing
             budget = min(budget, self.prefill_budget)
-        for s in sorted((s for s in busy if s.task.state is TaskState.PREFILL),
-                        key=lambda s: s.task.t_admit):
+        reading = (s for s in busy if s.task.state is TaskState.PREFILL and s.task.source is None)
+        for s in sorted(reading, key=lambda s: s.task.t_admit):
             if budget <= 0:
                 break
             task = s.task

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import enum
 import time
+from typing import TYPE_CHECKING
 
 from lmserve.engine.detokenizer import Detokenizer
 from lmserve.engine.request import GenerationRequest, TokenLogprob
 from lmserve.engine.sampling import free_sampler_chain
 
+if TYPE_CHECKING:
+    from lmserve.engine.slot import Slot
 
 class TaskState(enum.Enum):
     PREFILL = "prefill"  # reading its prompt
@@ -29,7 +32,12 @@ class Task:
         self.logprobs: list[TokenLogprob] = []  # for tokens whose text is still held
         self.prompt_logprobs: list[TokenLogprob] = []  # when the request scores its prompt
         self.n_prompt = len(req.prompt)
-        self.n_reused = 0  # prompt tokens found in the slot's KV
+        self.n_reused = 0  # prompt tokens found in the slot's KV or copied into it
+        # Another slot that is reading (or holds) the first n_shared tokens of the prompt:
+        # the task waits for them and copies their KV instead of reading them again.
+        self.source: Slot | None = None
+        self.source_task: Task | None = None  # the task that was running on the source
+        self.n_shared = 0
         self.n_generated = 0
         self.t_admit = time.perf_counter()
         self.t_prompt_done = 0.0
