@@ -217,7 +217,12 @@ class Exchange:
             self._bridge_messages()
         upstream, response = await self._open()
         if messages and not self.bridged and response.status_code == 404:
-            raw = await response.aread()
+            try:
+                raw = await response.aread()
+            except BaseException:
+                upstream.outstanding -= 1
+                await response.aclose()
+                raise
             if b'"error"' not in raw:  # the route is missing, not the model
                 upstream.messages_api = False
                 upstream.outstanding -= 1
@@ -251,6 +256,9 @@ class Exchange:
                                            headers=self._headers(), timeout=timeout)
             try:
                 response = await client.send(request, stream=True)
+            except asyncio.CancelledError:  # the client left while it was being sent
+                upstream.outstanding -= 1
+                raise
             except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
                 upstream.outstanding -= 1
                 raise UpstreamError(504, f"Upstream {upstream.url} did not answer within "
