@@ -201,7 +201,7 @@ def test_a_chat_continues_after_a_restart(tmp_path):
     first = ServerProcess("--parallel", "1", home=tmp_path)
     try:
         reply = chat(first, model="m", input="My name is Zebulon. Say OK.",
-                     max_output_tokens=4).json()
+                     max_output_tokens=4, temperature=0).json()
     finally:
         first.stop()
     second = ServerProcess("--parallel", "1", "--log-prompts", home=tmp_path)
@@ -209,7 +209,9 @@ def test_a_chat_continues_after_a_restart(tmp_path):
         follow_up = chat(second, model="m", input="What is my name?", max_output_tokens=4,
                          previous_response_id=reply["response_id"])
         assert follow_up.status_code == 200, follow_up.text
-        prompts = [line for line in second.log().splitlines() if "prompt '" in line]
+        # The logged prompt, quoted as Python's repr quotes it.
+        prompts = [line for line in second.log().splitlines()
+                   if "prompt '" in line or 'prompt "' in line]
         assert "My name is Zebulon. Say OK." in prompts[-1]
         assert prompts[-1].index("Zebulon") < prompts[-1].index("What is my name?")
         chained = chat(second, model="m", input="And again?", max_output_tokens=2,
