@@ -731,13 +731,14 @@ def ratio_rows(result: dict[str, Any]) -> str:
 
 
 def kept_notes(path: Path) -> str:
-    """The hand-written section of an existing report, so that a rerun keeps it."""
+    """Everything an existing report has from its notes on (the hand-written notes and the
+    sections other benchmarks add after them), so that a rerun keeps it."""
     try:
         text = path.read_text()
     except OSError:
         text = ""
-    m = re.search(re.escape(NOTES_START) + r".*?" + re.escape(NOTES_END), text, re.S)
-    return m.group(0) if m else f"{NOTES_START}\n{DEFAULT_NOTES}\n{NOTES_END}"
+    start = text.find(NOTES_START)
+    return text[start:].rstrip() if start >= 0 else f"{NOTES_START}\n{DEFAULT_NOTES}\n{NOTES_END}"
 
 
 def write_markdown(result: dict[str, Any], path: Path) -> None:
