@@ -234,6 +234,9 @@ def test_streams_pass_through_with_usage_counted(cluster: Cluster) -> None:
     assert chunks[-1].choices[0].finish_reason in ("length", "stop")
     line = request_line(cluster.gateway, "stream-1")
     assert re.search(r"completion_tokens=[1-6]\b", line)
+    metrics = httpx.get(f"{cluster.gateway.origin}/metrics", timeout=10,
+                        headers={"Authorization": f"Bearer {GATEWAY_KEY}"}).text
+    assert re.search(r'lmserve_generation_tokens_total\{model="nodes-smol"\} [1-9]', metrics)
     asked = list(cluster.client().chat.completions.create(
         model="nodes-smol", messages=[{"role": "user", "content": "Hi"}], max_tokens=3,
         stream=True, stream_options={"include_usage": True}))
@@ -287,6 +290,7 @@ def test_balancing_splits_40_requests_over_two_nodes(cluster: Cluster) -> None:
     served = [len(ids_in_log(n, "bal")) for n in cluster.nodes]
     assert sum(served) == 40
     assert all(12 <= n <= 28 for n in served), served  # each node 30-70%
+    print(f"40 requests over two nodes: {served[0]} and {served[1]}")
 
 
 def test_client_hang_up_frees_the_upstream_slot(cluster: Cluster) -> None:
@@ -361,6 +365,8 @@ def test_failover_when_a_node_dies_and_comes_back(cluster: Cluster) -> None:
     for stream in whole:
         assert stream.events[-1]["choices"][0]["finish_reason"] == "length"
     assert cluster.health_of(victim) == "down"
+    print(f"node killed under 4 streams: {len(broken)} ended with the error event, "
+          f"{len(whole)} finished; 12 requests sent after the kill all succeeded")
     back = ServerProcess(*NODE_ARGS, "--port", str(port))
     cluster.nodes[0] = back
     victim.stop()

@@ -69,6 +69,13 @@ def request_limits(limits: LimitsConfig) -> RequestLimits:
                          max_tools=limits.max_tools)
 
 
+def remote_models() -> RemoteModels:
+    try:
+        return RemoteModels(load_remotes())
+    except ValueError as exc:  # a [[remote]] entry that makes no sense
+        raise SystemExit(str(exc)) from exc
+
+
 def build_manager(settings: ServerSettings,
                   models: ModelsConfig) -> tuple[ModelManager, list[str]]:
     """The model manager with the start-up model loaded, and the ids loaded."""
@@ -84,7 +91,7 @@ def build_manager(settings: ServerSettings,
         max_loaded=models.max_loaded,
         memory_budget=models.memory_budget_mb * 1024 * 1024,
         log_prompts=settings.log_prompts,
-        remotes=RemoteModels(load_remotes()),
+        remotes=remote_models(),
     )
     default = models.default or None
     if default and manager.library.find(default) is None:
