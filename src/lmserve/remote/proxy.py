@@ -295,8 +295,9 @@ class Exchange:
                 headers["x-api-key"] = key
         return headers
 
-    async def _refuse(self, status: int, message: str, code: str, type: str) -> None:
-        err = APIError(status, message, type=type, code=code)
+    async def _refuse(self, status: int, message: str, code: str, type: str,
+                      headers: dict[str, str] | None = None) -> None:
+        err = APIError(status, message, type=type, code=code, headers=headers)
         messages = self.route == "/v1/messages"
         response = anthropic_error(err) if messages else error_response(err)
         self.headers_sent = True
@@ -309,8 +310,11 @@ class Exchange:
         if status == 422:
             status = 400  # a validation error is a 400 here
         if status in _PASSED_STATUSES:
+            # a rate-limited client learns when to come back, as from the upstream
+            wait = response.headers.get("retry-after")
             await self._refuse(status, message, code or "upstream_error",
-                               "invalid_request_error")
+                               "invalid_request_error",
+                               {"Retry-After": wait} if wait else None)
         else:
             await self._refuse(502, f"Upstream {upstream.url} answered {status}: {message}",
                                "upstream_error", "server_error")
