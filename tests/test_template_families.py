@@ -138,6 +138,18 @@ def test_reasoning_effort_on_responses_reaches_the_template(server, client):
     assert _last_prompt(server).startswith("[thinking on][effort medium]user: Hi\n")
 
 
+@pytest.mark.parametrize(("thinking", "expected"), [
+    ({"type": "enabled", "budget_tokens": 1024}, "[thinking on]"),
+    ({"type": "disabled"}, "[thinking off]"),
+])
+def test_anthropic_thinking_reaches_the_template(server, thinking, expected):
+    reply = httpx.post(f"{server.origin}/v1/messages", timeout=60, json={
+        "model": "test/smollm2-effort", "max_tokens": 1, "thinking": thinking,
+        "messages": [{"role": "user", "content": "Hi"}]})
+    assert reply.status_code == 200, reply.text
+    assert _last_prompt(server) == expected + "user: Hi\nassistant:"
+
+
 def test_template_variables_the_server_sets_are_refused(server):
     reply = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
         "model": "test/smollm2-effort", "max_tokens": 1,

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lmserve.api.chat.reasoning import reasoning_variables
 from lmserve.api.chat.spec import ChatSpec
 from lmserve.engine import SamplingParams
 
@@ -91,6 +92,14 @@ class ToolChoice(_Open):
         return self
 
 
+class Thinking(_Open):
+    """Extended thinking: on or off in templates that read `enable_thinking`; the budget
+    is accepted and not enforced."""
+
+    type: Literal["enabled", "disabled"]
+    budget_tokens: int | None = Field(default=None, ge=1)
+
+
 class CountTokensRequest(_Open):
     """What decides the prompt: shared by /v1/messages and its count_tokens route."""
 
@@ -99,8 +108,10 @@ class CountTokensRequest(_Open):
     system: str | list[TextBlock] | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
 
     def chat_spec(self) -> ChatSpec:
+        thinking = self.thinking and ("on" if self.thinking.type == "enabled" else "off")
         return ChatSpec(
             messages=self.chat_messages(),
             sampling=SamplingParams(),
@@ -108,6 +119,7 @@ class CountTokensRequest(_Open):
             tool_choice=self._tool_choice(),
             parallel_tool_calls=not (self.tool_choice
                                      and self.tool_choice.disable_parallel_tool_use),
+            template_variables=reasoning_variables(thinking),
         )
 
     def chat_messages(self) -> list[dict[str, Any]]:
