@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from tests.openapi_schema import validate
 from tests.server_process import ServerProcess, lmserve_env
 
 GATEWAY_KEY = "gateway-key-5a1f"
@@ -150,7 +151,9 @@ def request_line(proc: ServerProcess, request_id: str) -> str:
 
 
 def test_local_and_remote_models_in_one_list(cluster: Cluster) -> None:
-    listed = {m.id: m for m in cluster.client().models.list().data}
+    page = cluster.client().models.list()
+    validate(page.model_dump(), "ListModelsResponse")  # OpenAI's schema, extras and all
+    listed = {m.id: m for m in page.data}
     assert SERVED in listed and listed[SERVED].owned_by == "lmserve"
     remote = listed["nodes-smol"].model_dump()
     assert remote["type"] == "remote" and remote["upstream_model"] == SERVED
