@@ -1,5 +1,7 @@
 """POST /v1/embeddings with the loaded model's mean-pooled embeddings."""
 
+import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -161,3 +163,51 @@ def test_a_stream_keeps_producing_tokens_while_many_inputs_are_embedded(server, 
     # About 1,900 tokens of input in slices of at most 128: a stream token after each
     # slice. Served in one go, the stream would get none until the request is answered.
     assert len(during) >= 6, len(during)
+
+
+def test_a_cancelled_request_stops_between_slices(server):
+    """A client that leaves mid-request frees the engine at the next slice: a request
+    sent after it is answered within a few of the stream's tokens, where finishing the
+    abandoned one first would take one token per remaining slice (about 40)."""
+    status, waited = asyncio.run(_abandon_then_embed(server.base_url))
+    assert status == 200
+    assert waited < 10, waited
+
+
+async def _abandon_then_embed(base_url: str) -> tuple[int, int]:
+    """Abandons a big request a few slices in, then embeds one input: that reply's
+    status, and how many chunks a running stream got while it was waited for."""
+    chunks = 0
+    async with httpx.AsyncClient(base_url=base_url, timeout=600) as http:
+
+        async def stream() -> None:
+            nonlocal chunks
+            body = {"model": "m", "stream": True, "max_tokens": 3000, "ignore_eos": True,
+                    "messages": [{"role": "user", "content": "Tell a long story."}]}
+            async with http.stream("POST", "/chat/completions", json=body) as reply:
+                async for line in reply.aiter_lines():
+                    if line.startswith("data:") and '"content"' in line:
+                        chunks += 1
+
+        async def chunks_after(n: int) -> None:
+            target = chunks + n
+            while chunks < target:
+                await asyncio.sleep(0.01)
+
+        reader = asyncio.create_task(stream())
+        await chunks_after(3)
+        texts = [f"Line {i} of a report on harbours, lanterns, tides and the ships that "
+                 "come and go." for i in range(256)]  # about 5,000 tokens: 40 slices
+        abandoned = asyncio.create_task(
+            http.post("/embeddings", json={"model": "m", "input": texts}))
+        await chunks_after(4)  # a few slices in
+        abandoned.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await abandoned
+        before = chunks
+        reply = await http.post("/embeddings", json={"model": "m", "input": "next"})
+        waited = chunks - before
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    return reply.status_code, waited
