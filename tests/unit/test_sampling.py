@@ -32,8 +32,8 @@ def ctx(llama):
     params.n_ctx, params.n_batch, params.n_threads = 256, 64, 2
     ctx = L.llama_init_from_model(llama.ptr, params)
     tokens = llama.tokenize(PROMPT, add_special=True, parse_special=False)
-    assert L.llama_decode(ctx, L.llama_batch_get_one(
-        (L.llama_token * len(tokens))(*tokens), len(tokens))) == 0
+    held = (L.llama_token * len(tokens))(*tokens)  # the batch points into it: keep it alive
+    assert L.llama_decode(ctx, L.llama_batch_get_one(held, len(tokens))) == 0
     yield ctx
     L.llama_free(ctx)
 
