@@ -32,20 +32,27 @@ async function refreshModels() {
   const picker = $("chat-model");
   const chosen = picker.value;
   const loaded = data.flatMap((m) => m.loaded_instances.map((i) => i.id || i.identifier));
-  const library = data.filter((m) => !m.loaded_instances.length).map((m) => m.key);
+  // remote models are served upstream: ready as they are, never loaded here
+  const remote = data.filter((m) => m.type === "remote").map((m) => m.key);
+  const library = data.filter((m) => m.type !== "remote" && !m.loaded_instances.length)
+    .map((m) => m.key);
   const loadedGroup = document.createElement("optgroup");
   loadedGroup.label = "Loaded";
   loadedGroup.append(...loaded.map((id) => new Option(id, id)));
+  const remoteGroup = document.createElement("optgroup");
+  remoteGroup.label = "Remote";
+  remoteGroup.append(...remote.map((key) => new Option(key, key)));
   const libraryGroup = document.createElement("optgroup");
   libraryGroup.label = "Library (loads when picked)";
   libraryGroup.append(...library.map((key) => new Option(key, key)));
-  picker.replaceChildren(loadedGroup, libraryGroup);
-  picker.value = [...loaded, ...library].includes(chosen) ? chosen : loaded[0] || library[0] || "";
+  picker.replaceChildren(loadedGroup, ...(remote.length ? [remoteGroup] : []), libraryGroup);
+  picker.value = [...loaded, ...remote, ...library].includes(chosen) ? chosen
+    : loaded[0] || remote[0] || library[0] || "";
 }
 
 $("chat-model").addEventListener("change", async (e) => {
   const option = e.target.selectedOptions[0];
-  if (!option || option.parentElement.label === "Loaded") return;
+  if (!option || ["Loaded", "Remote"].includes(option.parentElement.label)) return;
   showError("");
   e.target.disabled = true;
   try {
