@@ -80,18 +80,15 @@ def _flag(name: str) -> Callable[[Any], bool]:
     return check
 
 
-def _eval_batch(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_EVAL_BATCH:
-        raise LoadOptionError("eval_batch_size", "eval_batch_size must be an integer from 1 "
-                              f"to {MAX_EVAL_BATCH}.")
-    return value
-
-
-def _prefill_budget(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_EVAL_BATCH:
-        raise LoadOptionError("prefill_budget", "prefill_budget must be an integer from 1 "
-                              f"to {MAX_EVAL_BATCH}.")
-    return value
+def _tokens(name: str) -> Callable[[Any], int]:
+    """A count of tokens per step, from 1 to MAX_EVAL_BATCH."""
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not (
+                1 <= value <= MAX_EVAL_BATCH):
+            raise LoadOptionError(name, f"{name} must be an integer from 1 to "
+                                  f"{MAX_EVAL_BATCH}.")
+        return value
+    return check
 
 
 def _rope(name: str) -> Callable[[Any], float]:
@@ -109,8 +106,8 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "flash_attention": _choice("flash_attention", FLASH_ATTENTION),
     "kv_cache_type_k": _choice("kv_cache_type_k", KV_CACHE_TYPES),
     "kv_cache_type_v": _choice("kv_cache_type_v", KV_CACHE_TYPES),
-    "eval_batch_size": _eval_batch,
-    "prefill_budget": _prefill_budget,
+    "eval_batch_size": _tokens("eval_batch_size"),
+    "prefill_budget": _tokens("prefill_budget"),
     "use_mmap": _flag("use_mmap"),
     "keep_in_memory": _flag("keep_in_memory"),
     "rope_freq_base": _rope("rope_freq_base"),
