@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -84,12 +85,22 @@ def tools(tmp_path_factory) -> ToolServer:
 
 
 @pytest.fixture(scope="module")
-def mcp_server(tmp_path_factory):
+def stdio_calls(tmp_path_factory) -> Path:
+    """What the mcp.json stdio server receives (one JSON line per call, with its pid)."""
+    return tmp_path_factory.mktemp("mcp-stdio") / "calls.jsonl"
+
+
+@pytest.fixture(scope="module")
+def mcp_server(tmp_path_factory, stdio_calls):
     """lmserve with per-request MCP servers allowed, one tool round, a 2 s tool timeout,
-    and prompts logged (to see what the model's next turn was shown)."""
+    prompts logged (to see what the model's next turn was shown), and the test server
+    declared in mcp.json as the stdio server `tools`."""
     home = tmp_path_factory.mktemp("mcp-home")
     (home / "config.toml").write_text(
         "[mcp]\nallow_ephemeral = true\nmax_tool_rounds = 1\ntool_timeout_seconds = 2\n")
+    (home / "mcp.json").write_text(json.dumps({"mcpServers": {"tools": {
+        "command": sys.executable, "args": [str(TOOL_SERVER), "stdio"],
+        "env": {"MCP_CALLS_FILE": str(stdio_calls)}}}}))
     proc = ServerProcess("--log-prompts", home=home)
     yield proc
     proc.stop()
@@ -292,3 +303,73 @@ def test_mcp_json_stdio_servers_start_once_restart_and_stop(tmp_path):
     assert pids()[-1] != pids()[0]
     with pytest.raises(ProcessLookupError):
         os.kill(pids()[-1], 0)  # stopped by close()
+
+
+# -- /api/v1/chat: integrations -------------------------------------------------------------
+
+
+def chat_events(server: ServerProcess, **body) -> list[dict]:
+    """A streamed /api/v1/chat as its events' data, read off the wire."""
+    events: list[dict] = []
+    with httpx.stream("POST", f"{server.origin}/api/v1/chat", timeout=300,
+                      json={"model": "m", "temperature": 0, **body, "stream": True}) as reply:
+        assert reply.status_code == 200, reply.read()
+        name = None
+        for line in reply.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append(json.loads(line.removeprefix("data: ")))
+                assert events[-1]["type"] == name
+    return events
+
+
+def test_chat_runs_an_mcp_json_stdio_server(mcp_server, stdio_calls):
+    events = chat_events(mcp_server, input="What is 2 plus 3?", max_output_tokens=50,
+                         integrations=[{"type": "plugin", "id": "mcp/tools",
+                                        "allowed_tools": ["add"]}],
+                         tool_choice={"type": "function", "name": "add"})
+    types = [e["type"] for e in events]
+    start = types.index("tool_call.start")
+    assert types[start:start + 3] == ["tool_call.start", "tool_call.arguments",
+                                      "tool_call.success"]
+    assert types[start + 3:].count("message.start") == 1 and types[-1] == "chat.end"
+    success = events[start + 2]
+    provider = {"type": "plugin", "plugin_id": "mcp/tools"}
+    assert events[start]["provider_info"] == success["provider_info"] == provider
+    # The stdio server received the arguments lmserve reports, and its answer is shown.
+    received = json.loads(stdio_calls.read_text().splitlines()[-1])
+    assert received["tool"] == "add" and received["arguments"] == success["arguments"]
+    assert success["output"] == str(sum(success["arguments"].values()))
+    output = events[-1]["result"]["output"]
+    call = next(item for item in output if item["type"] == "tool_call")
+    assert call == {**success, "type": "tool_call"}
+    assert output[-1]["type"] == "message"
+    assert f"Function result: {success['output']}" in mcp_server.log()
+    # The process started for this request serves the next one too.
+    chat_events(mcp_server, input="Add 1 and 1.", max_output_tokens=40,
+                integrations=["mcp/tools"], tool_choice={"type": "function", "name": "add"})
+    pids = {json.loads(line)["pid"] for line in stdio_calls.read_text().splitlines()}
+    assert len(pids) == 1
+
+
+def test_chat_runs_an_ephemeral_server_and_reports_its_failures(mcp_server, tools):
+    integration = {"type": "ephemeral_mcp", "server_label": "calc", "server_url": tools.url,
+                   "allowed_tools": ["explode"], "headers": {"X-Test-Token": SECRET}}
+    events = chat_events(mcp_server, input="Make it explode.", max_output_tokens=40,
+                         integrations=[integration],
+                         tool_choice={"type": "function", "name": "explode"})
+    types = [e["type"] for e in events]
+    assert "tool_call.success" not in types
+    failure = events[types.index("tool_call.failure")]
+    assert "explode" in failure["metadata"]["tool_name"] and failure["reason"]
+    assert failure["metadata"]["provider_info"] == {"type": "ephemeral_mcp",
+                                                    "server_label": "calc"}
+    output = events[-1]["result"]["output"]
+    invalid = next(item for item in output if item["type"] == "invalid_tool_call")
+    assert invalid["reason"] == failure["reason"]
+    assert tools.calls()[-1]["tool"] == "explode"
+    assert SECRET not in mcp_server.log() and SECRET not in json.dumps(events)
+    # the server keeps serving
+    again = chat_events(mcp_server, input="Hi", max_output_tokens=4)
+    assert again[-1]["type"] == "chat.end"

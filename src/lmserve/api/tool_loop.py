@@ -78,10 +78,6 @@ class ServerCallStart:
     server: ServerTools
     name: str
 
-    @property
-    def server_label(self) -> str:
-        return self.server.label
-
 
 @dataclass(frozen=True)
 class ServerCallArgsDelta:
@@ -106,10 +102,6 @@ class ServerCallDone:
     name: str
     arguments: str
     outcome: ToolOutcome
-
-    @property
-    def server_label(self) -> str:
-        return self.server.label
 
 
 McpEvent = ToolsListed | ServerCallStart | ServerCallArgsDelta | ServerCallArgsDone | \

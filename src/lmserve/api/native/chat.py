@@ -34,6 +34,7 @@ from lmserve.api.serving import Run, respond, stream_response
 from lmserve.api.sse import sse_typed
 from lmserve.api.tool_loop import (
     ServerCallArgsDelta,
+    ServerCallArgsDone,
     ServerCallDone,
     ServerCallStart,
     ServerRequest,
@@ -233,7 +234,7 @@ class NativeChatRun:
 
 
 NativeEvent = ChatEvent | ModelLoadStart | ModelLoadProgress | ModelLoadEnd | ToolsListed \
-    | ServerCallStart | ServerCallArgsDelta | ServerCallDone
+    | ServerCallStart | ServerCallArgsDelta | ServerCallArgsDone | ServerCallDone
 
 _ERROR_TYPES = {404: "model_not_found"}
 
@@ -278,7 +279,11 @@ class NativeChatTranslator:
                 {"type": "invalid_name", "tool_name": event.name})]
         if isinstance(event, ServerCallStart):
             return [*self._close(), {"type": "tool_call.start", "tool": event.name,
-                                     "provider_info": self._providers.get(event.server_label)}]
+                                     "provider_info": self._providers.get(event.server.label)}]
+        if isinstance(event, ServerCallArgsDone):  # the model has written it: it runs now
+            return [{"type": "tool_call.arguments", "tool": event.name,
+                     "arguments": _arguments_object(event.arguments),
+                     "provider_info": self._providers.get(event.server.label)}]
         if isinstance(event, ServerCallDone):
             return self._call_done(event)
         if isinstance(event, ToolsListed) and event.server.error:
@@ -365,22 +370,20 @@ class NativeChatTranslator:
         return [{"type": "tool_call.failure", "reason": reason, "metadata": metadata}]
 
     def _call_done(self, event: ServerCallDone) -> list[dict[str, Any]]:
-        provider = self._providers.get(event.server_label)
+        provider = self._providers.get(event.server.label)
         arguments = _arguments_object(event.arguments)
-        events = [{"type": "tool_call.arguments", "tool": event.name,
-                   "arguments": arguments, "provider_info": provider}]
         outcome = event.outcome
         self._stored.append({"type": "mcp_call", "id": event.call_id, "name": event.name,
                              "arguments": event.arguments, "output": outcome.output,
                              "error": outcome.error_text if outcome.failed else None})
         if outcome.failed:
-            return [*events, *self._invalid(outcome.error_text, {
+            return self._invalid(outcome.error_text, {
                 "type": "invalid_arguments", "tool_name": event.name,
-                "arguments": arguments, "provider_info": provider})]
+                "arguments": arguments, "provider_info": provider})
         item = {"type": "tool_call", "tool": event.name, "arguments": arguments,
                 "output": outcome.output, "provider_info": provider}
         self.output.append(item)
-        return [*events, {**item, "type": "tool_call.success"}]
+        return [{**item, "type": "tool_call.success"}]
 
     def _stats(self) -> dict[str, Any]:
         done = self._finish.done if self._finish else None

@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field
 from lmserve.api.chat.reasoning import reasoning_variables
 from lmserve.api.chat.spec import ChatSpec
 from lmserve.api.null_unset import NullMeansUnset
+from lmserve.api.openai.responses_protocol import FunctionChoice, chat_tool_choice
 from lmserve.engine import SamplingParams
 
 
@@ -61,6 +62,9 @@ class NativeChatRequest(_Open):
     store: bool = True
     previous_response_id: str | None = Field(default=None, pattern=r"^resp_")
     integrations: list[PluginId | Integration] | None = None
+    # An lmserve extension, as on /v1/responses: which of the integrations' tools the
+    # model must call first (small models rarely call one of their own accord).
+    tool_choice: Literal["none", "auto", "required"] | FunctionChoice | None = None
 
     def input_items(self) -> list[dict[str, Any]]:
         """The new input as Responses message items, the form chats are stored in."""
@@ -78,4 +82,5 @@ class NativeChatRequest(_Open):
             stream=self.stream,
             template_variables=reasoning_variables(self.reasoning),
             report_progress=True,
+            tool_choice=chat_tool_choice(self.tool_choice),
         )

@@ -144,6 +144,13 @@ class FunctionChoice(_Open):
     name: str = Field(min_length=1)
 
 
+def chat_tool_choice(choice: str | FunctionChoice | None) -> str | dict[str, Any]:
+    """A Responses-style tool_choice as the chat core takes it (Chat Completions' form)."""
+    if isinstance(choice, FunctionChoice):
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice or "auto"
+
+
 class FormatText(_Open):
     type: Literal["text"]
 
@@ -230,7 +237,7 @@ class ResponseRequest(_Open):
             sampling=SamplingParams(**{k: v for k, v in given.items() if v is not None}),
             max_tokens=self.max_output_tokens,
             tools=[t.chat_tool() for t in self.function_tools],
-            tool_choice=self._chat_tool_choice(),
+            tool_choice=chat_tool_choice(self.tool_choice),
             parallel_tool_calls=self.parallel_tool_calls is not False,
             json_schema=self._json_schema(),
             logprobs=(self.top_logprobs or 0) if self.with_logprobs else None,
@@ -238,11 +245,6 @@ class ResponseRequest(_Open):
             template_variables=reasoning_variables(self.reasoning.effort if self.reasoning
                                                    else None),
         )
-
-    def _chat_tool_choice(self) -> str | dict[str, Any]:
-        if isinstance(self.tool_choice, FunctionChoice):
-            return {"type": "function", "function": {"name": self.tool_choice.name}}
-        return self.tool_choice or "auto"
 
     def _json_schema(self) -> dict[str, Any] | None:
         fmt = self.text_format
