@@ -115,6 +115,22 @@ def test_estimate_follows_rss_at_1_4_and_8_slots_and_q8_0_halves_the_kv_cache(sr
     assert measured[8] - q8_measured >= 0.4 * f16_kv, (measured[8] / MB, q8_measured / MB)
 
 
+def test_the_memory_budget_counts_the_kv_cache_type(tmp_path):
+    """8 slots of 4,096 tokens: about 830 MB in f16, 500 MB in q8_0; the budget is 700."""
+    (tmp_path / "config.toml").write_text("[models]\nmemory_budget_mb = 700\n")
+    proc = ServerProcess("--model", "none", "--threads", "1", home=tmp_path)
+    try:
+        too_big = _load(proc, parallel=8, context_length=4096)
+        assert too_big.status_code == 400
+        assert too_big.json()["error"]["code"] == "model_too_large"
+        assert "q8_0" in too_big.json()["error"]["message"]  # says what would fit
+        fits = _load(proc, parallel=8, context_length=4096, kv_cache_type_k="q8_0",
+                     kv_cache_type_v="q8_0")
+        assert fits.status_code == 200, fits.text
+    finally:
+        proc.stop()
+
+
 def test_every_option_is_echoed_and_listed_per_instance(srv):
     options = {"gpu": "off", "flash_attention": "on", "kv_cache_type_k": "q4_0",
                "kv_cache_type_v": "q8_0", "eval_batch_size": 64, "prefill_budget": 16,
