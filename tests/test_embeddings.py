@@ -160,15 +160,16 @@ def test_a_stream_keeps_producing_tokens_while_many_inputs_are_embedded(server, 
     reader.join(120)
     assert len(vectors) == 256
     during = [t for t in chunks if sent <= t <= answered]
-    # About 1,900 tokens of input in slices of at most 128: a stream token after each
-    # slice. Served in one go, the stream would get none until the request is answered.
+    # About 1,900 tokens of input in slices of at most 64 beside a stream (the prefill
+    # budget): a stream token after each. Served in one go, the stream would get none
+    # until the request is answered.
     assert len(during) >= 6, len(during)
 
 
 def test_a_cancelled_request_stops_between_slices(server):
     """A client that leaves mid-request frees the engine at the next slice: a request
     sent after it is answered within a few of the stream's tokens, where finishing the
-    abandoned one first would take one token per remaining slice (about 40)."""
+    abandoned one first would take one token per remaining slice (about 80)."""
     status, waited = asyncio.run(_abandon_then_embed(server.base_url))
     assert status == 200
     assert waited < 10, waited
@@ -197,7 +198,7 @@ async def _abandon_then_embed(base_url: str) -> tuple[int, int]:
         reader = asyncio.create_task(stream())
         await chunks_after(3)
         texts = [f"Line {i} of a report on harbours, lanterns, tides and the ships that "
-                 "come and go." for i in range(256)]  # about 5,000 tokens: 40 slices
+                 "come and go." for i in range(256)]  # about 5,000 tokens: 80 slices
         abandoned = asyncio.create_task(
             http.post("/embeddings", json={"model": "m", "input": texts}))
         await chunks_after(4)  # a few slices in

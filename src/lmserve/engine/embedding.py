@@ -23,8 +23,8 @@ log = logging.getLogger("lmserve.engine")
 # Inputs one decode may pool; llama.cpp allows at least 64 sequences in a context.
 MAX_SEQUENCES = 64
 # Tokens of input per decode (one input longer than this goes alone). Each token of a
-# batch attends to all of it, masked, so big batches waste work: 128 measured as fast
-# as 256 or 512 (docs/benchmarks.md, "Embeddings"), and keeps running streams moving.
+# batch attends to all of it, masked, so big batches waste work: 128 measured at least
+# as fast as 256 or 512 (docs/benchmarks.md, "Embeddings"), and keeps streams moving.
 SLICE_TOKENS = 128
 
 
@@ -62,9 +62,9 @@ class Embedder:
 
     # -- the engine thread ------------------------------------------------------------
 
-    def run_slice(self) -> None:
+    def run_slice(self, max_tokens: int = SLICE_TOKENS) -> None:
         """Pools the next inputs of the current request in one decode: as many as fit
-        SLICE_TOKENS, and always at least one whole input."""
+        `max_tokens`, and always at least one whole input."""
         if self._job is not None and self._job.request.cancelled:
             self._job = None  # the client is gone: stop between slices
         job = self._job or self._next_job()
@@ -73,7 +73,7 @@ class Embedder:
         inputs = job.request.inputs
         try:
             start = len(job.vectors)
-            end = self._slice_end(inputs, start)
+            end = self._slice_end(inputs, start, max_tokens)
             job.vectors.extend(self._pool(inputs[start:end]))
         except Exception as exc:
             self._job = None
@@ -112,7 +112,7 @@ class Embedder:
             if request.cancelled:
                 continue
             try:
-                self._context()
+                self._open_context()
                 if not all(request.inputs):
                     raise ValueError("An embedding input is empty.")
                 longest = max(len(tokens) for tokens in request.inputs)
@@ -126,13 +126,13 @@ class Embedder:
             return self._job
         return None
 
-    def _slice_end(self, inputs: list[list[int]], start: int) -> int:
+    def _slice_end(self, inputs: list[list[int]], start: int, max_tokens: int) -> int:
         # Every input must sit whole in the batch: pooling reads one ubatch, and
         # non-causal models see only the tokens of their ubatch.
         end, n_tokens = start, 0
         while end < len(inputs) and end - start < MAX_SEQUENCES:
             n = len(inputs[end])
-            if end > start and n_tokens + n > SLICE_TOKENS:
+            if end > start and n_tokens + n > max_tokens:
                 break
             n_tokens += n
             end += 1
@@ -168,9 +168,9 @@ class Embedder:
         norms[norms == 0] = 1.0
         return (vectors / norms).tolist()
 
-    def _context(self):
+    def _open_context(self) -> None:
         if self._ctx is not None:
-            return self._ctx
+            return
         n_ctx = self._max_input_tokens
         cp = L.llama_context_default_params()
         cp.n_ctx = n_ctx
@@ -198,7 +198,6 @@ class Embedder:
         # llama.cpp may round the context up; a batch never exceeds its ubatch.
         self.n_ctx = min(int(L.llama_n_ctx(ctx)), int(L.llama_n_ubatch(ctx)))
         self._batch = L.llama_batch_init(self.n_ctx, 0, 1)
-        return ctx
 
 
 def _emit(request: EmbeddingRequest, result: list[list[float]] | Failed) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from lmserve import defaults
 from lmserve.engine.cpu_share import CpuShare
-from lmserve.engine.embedding import Embedder
+from lmserve.engine.embedding import SLICE_TOKENS, Embedder
 from lmserve.engine.llama import FLASH_ATTENTION_TYPES, LlamaModel, ModelLoadError, ggml_type
 from lmserve.engine.logprobs import log_softmax_at
 from lmserve.engine.outbox import Outbox
@@ -238,8 +238,10 @@ class Engine:
                 self._admit()
                 if self._embedder.pending():
                     self._fit_threads()
-                    # One slice per turn: the generating slots decode between slices.
-                    self._embedder.run_slice()
+                    # One slice per turn, the generating slots decoding between slices;
+                    # beside them, a slice is no bigger than a chunk of prompt.
+                    self._embedder.run_slice(min(self.prefill_budget, SLICE_TOKENS)
+                                             if self._busy_slots() else SLICE_TOKENS)
                 if self._busy_slots():
                     self._tick()
                 self._outbox.flush()
