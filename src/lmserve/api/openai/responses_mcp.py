@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmserve.api.chat import ChatRun, ChatSpec
 from lmserve.api.errors import APIError
-from lmserve.api.openai.responses_protocol import new_item_id
+from lmserve.api.openai.responses_protocol import ResponseRequest, new_item_id
 from lmserve.api.tool_loop import (
     McpEvent,
     ServerCallArgsDelta,
@@ -24,11 +24,9 @@ from lmserve.api.tool_loop import (
 from lmserve.mcp import McpPool, remote_server
 from lmserve.models import Model, ModelManager
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the builder this completes, which imports this module
     from lmserve.api.openai.responses import ResponseBuilder, _OpenItem
-    from lmserve.api.openai.responses_protocol import (
-        ResponseRequest,  # the builder this completes, which imports this module
-    )
+
 
 async def start_with_mcp(body: ResponseRequest, spec: ChatSpec, manager: ModelManager,
                          pool: McpPool, start: Callable[[Model, ChatSpec], ChatRun]
@@ -75,18 +73,18 @@ class McpItems:
         if isinstance(event, ServerCallStart):
             events = b._close("completed")
             events += b._add({"id": new_item_id("mcp"), "type": "mcp_call",
-                                  "server_label": event.server.label, "name": event.name,
-                                  "arguments": "", "output": None, "error": None,
-                                  "status": "in_progress", "approval_request_id": None})
+                              "server_label": event.server.label, "name": event.name,
+                              "arguments": "", "output": None, "error": None,
+                              "status": "in_progress", "approval_request_id": None})
             item = self._calls[event.call_id] = b._open
             events.append(b._event("response.mcp_call.in_progress",
-                                  item_id=item.body["id"], output_index=item.index))
+                                   item_id=item.body["id"], output_index=item.index))
             return events
         if isinstance(event, ServerCallArgsDelta):
             item = self._calls[event.call_id]
             item.parts.append(event.text)
             return [b._event("response.mcp_call_arguments.delta", item_id=item.body["id"],
-                            output_index=item.index, delta=event.text)]
+                             output_index=item.index, delta=event.text)]
         if isinstance(event, ServerCallArgsDone):
             item = self._calls[event.call_id]
             return b._close("completed") if b._open is item else []
@@ -97,8 +95,8 @@ class McpItems:
         item.body["arguments"] = item.text
         item.body["status"] = "calling"
         return [self._builder._event("response.mcp_call_arguments.done",
-                                    item_id=item.body["id"], output_index=item.index,
-                                    arguments=item.text)]
+                                     item_id=item.body["id"], output_index=item.index,
+                                     arguments=item.text)]
 
     def _listed(self, event: ToolsListed) -> list[dict[str, Any]]:
         b, server = self._builder, event.server
@@ -115,24 +113,21 @@ class McpItems:
                          for t in server.tools]
         body["error"] = server.error
         events.append(b._event("response.mcp_list_tools.failed" if server.error else
-                              "response.mcp_list_tools.completed", **where))
+                               "response.mcp_list_tools.completed", **where))
         events.append(b._event("response.output_item.done", output_index=item.index,
-                              item=copy.deepcopy(body)))
+                               item=copy.deepcopy(body)))
         return events
 
     def _done(self, event: ServerCallDone) -> list[dict[str, Any]]:
         b = self._builder
         item = self._calls.pop(event.call_id)
-        events: list[dict[str, Any]] = []
-        body = item.body
+        body, failed = item.body, event.outcome.failed
         body["arguments"] = event.arguments
-        if event.outcome.failed:
+        if failed:
             body.update(status="failed", error=event.outcome.error)
         else:
             body.update(status="completed", output=event.outcome.output)
-        where = {"item_id": body["id"], "output_index": item.index}
-        events.append(b._event("response.mcp_call.failed" if event.outcome.failed else
-                              "response.mcp_call.completed", **where))
-        events.append(b._event("response.output_item.done", output_index=item.index,
-                              item=copy.deepcopy(body)))
-        return events
+        return [b._event("response.mcp_call.failed" if failed else "response.mcp_call.completed",
+                         item_id=body["id"], output_index=item.index),
+                b._event("response.output_item.done", output_index=item.index,
+                         item=copy.deepcopy(body))]
