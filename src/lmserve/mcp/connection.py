@@ -110,12 +110,12 @@ class McpConnection:
 
     async def close(self) -> None:
         self._closing.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, 10)
-            except (TimeoutError, asyncio.CancelledError, Exception):
-                self._task.cancel()
         self._client = None
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 10)
+            except TimeoutError:  # a server that will not stop: its process is killed
+                self._task.cancel()
 
     async def _hold(self, ready: asyncio.Future[Client]) -> None:
         try:
