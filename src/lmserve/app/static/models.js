@@ -114,13 +114,17 @@ function showOptions(settings) {
   saved = settings.saved;
 }
 
+let estimateSeq = 0;  // answers can arrive out of order: only the newest is shown
+
 async function showEstimate() {
   const o = options();
+  const seq = ++estimateSeq;
   try {
     const e = await call("GET", "/app/api/models/estimate?" + query({
       model: loading, context_length: o.context_length ?? "", parallel: o.parallel ?? "",
       kv_cache_type_k: o.kv_cache_type_k ?? "", kv_cache_type_v: o.kv_cache_type_v ?? "",
       flash_attention: o.flash_attention ?? "", gpu: o.gpu ?? "" }));
+    if (seq !== estimateSeq) return;
     const free = e.available == null ? "" : `, ${size(e.available)} available now`;
     const gpu = e.gpu ? `, ${size(e.gpu)} on the GPU` : "";
     $("load-estimate").textContent = `Needs about ${size(e.total)} (weights ${size(e.weights)}, `
@@ -128,7 +132,7 @@ async function showEstimate() {
       + `${e.kv_cache_type_k}/${e.kv_cache_type_v}, compute ${size(e.compute)}${gpu})${free}.`;
     $("load-estimate").dataset.total = e.total;
   } catch (err) {
-    $("load-estimate").textContent = err.message;
+    if (seq === estimateSeq) $("load-estimate").textContent = err.message;
   }
 }
 
