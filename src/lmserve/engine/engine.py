@@ -39,7 +39,7 @@ from lmserve.engine.request import (
     TokenLogprob,
 )
 from lmserve.engine.sampling import build_sampler_chain
-from lmserve.engine.slot import Slot, SlotState
+from lmserve.engine.slot import Slot
 from lmserve.engine.task import Task, TaskState
 
 log = logging.getLogger("lmserve.engine")
@@ -49,6 +49,7 @@ _SCORE_CHUNK = 64
 # Prompt tokens another slot must share beyond a slot's own cache for a copy of its KV
 # (a whole KV stream, a few ms) to beat reading them.
 _MIN_SHARED = 32
+IDLE = "idle"  # a slot's state with no task (else the task's: "prefill" or "decode")
 
 
 class QueueFullError(RuntimeError):
@@ -77,7 +78,7 @@ class EngineStatus:
 
     @property
     def busy(self) -> int:
-        return sum(s.state != SlotState.IDLE.value for s in self.slots)
+        return sum(s.state != IDLE for s in self.slots)
 
 
 @dataclass(slots=True)
@@ -196,7 +197,7 @@ class Engine:
         slots = []
         for s in self.slots:
             task = s.task  # read once: the engine thread may end it meanwhile
-            state = task.state.value if task is not None else SlotState.IDLE.value
+            state = task.state.value if task is not None else IDLE
             slots.append(SlotStatus(s.id, state, len(s.cache),
                                     task.req.id if task is not None else None))
         return EngineStatus(slots=slots, queued=len(self._waiting), n_ctx_slot=self.n_ctx_slot)

@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-import enum
-
-from lmserve.engine.task import Task, TaskState
-
-
-class SlotState(enum.Enum):
-    IDLE = "idle"
-    PREFILL = "prefill"
-    DECODE = "decode"
+from lmserve.engine.task import Task
 
 
 class Slot:
@@ -21,10 +13,3 @@ class Slot:
         self.cache: list[int] = []  # the tokens in this sequence's KV, by position
         self.last_used = 0.0
         self.task: Task | None = None
-
-    @property
-    def state(self) -> SlotState:
-        task = self.task  # read once: the engine thread may clear it meanwhile
-        if task is None:
-            return SlotState.IDLE
-        return SlotState.PREFILL if task.state is TaskState.PREFILL else SlotState.DECODE
