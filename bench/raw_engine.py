@@ -8,6 +8,7 @@ bias banning the end-of-generation tokens, then greedy. Every sequence produces 
 the requested number of tokens, so the figure is pure compute.
 
     python bench/raw_engine.py [--model PATH] [--seqs 1,8] [--tokens 128] [--threads N]
+                               [--kv-unified]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import llama_cpp as L
 DEFAULT_PROMPT = "Write a long story about a robot who learns to paint."
 CTX_PER_SEQ = 4096  # the same per-slot context as the served benchmark
 N_BATCH = 512
+kv_unified = False  # --kv-unified: one KV stream shared by all sequences
 
 
 def _quiet_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
@@ -68,7 +70,7 @@ def _new_context(model, n_seqs: int, n_threads: int):
     cp.n_batch = N_BATCH
     cp.n_ubatch = N_BATCH
     cp.n_seq_max = n_seqs
-    cp.kv_unified = False
+    cp.kv_unified = kv_unified
     cp.n_threads = n_threads
     cp.n_threads_batch = n_threads
     cp.no_perf = True
@@ -201,7 +203,11 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128, help="tokens per sequence")
     ap.add_argument("--threads", type=int, default=None, help="[default: all cores]")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--kv-unified", action="store_true",
+                    help="one KV stream for all sequences (the server keeps one each)")
     args = ap.parse_args()
+    global kv_unified
+    kv_unified = args.kv_unified
     if args.model:
         path = Path(args.model)
     else:

@@ -87,3 +87,26 @@ def test_identical_prompts_cost_one_prefill(engine_model, make_engine):
     runs = _run_all(engine, [prompt] * 4, together=True)
     assert [done.timings.n_prompt_processed for _, done in runs] == [len(prompt), 1, 1, 1]
     assert len({text for text, _ in runs}) > 1  # four seeds, four choices
+
+
+def test_a_tick_hands_its_events_over_in_one_call(engine_model, make_engine):
+    calls: list[list] = []
+
+    def hand_over(events: list) -> None:
+        calls.append(events)
+        for emit, event in events:
+            emit(event)
+
+    engine = make_engine(n_slots=4)
+    runs = [request(prompt_of(engine_model, f"Name {i} animals."), max_tokens=8)
+            for i in range(4)]
+    for req, _ in runs:
+        req.hand_over = hand_over
+        engine.submit(req)
+    engine.start()
+    for _, listener in runs:
+        assert isinstance(listener.end(), Done)
+    n_events = sum(len(events) for events in calls)
+    assert n_events >= 4 * 4  # Deltas and a Done each, all through hand_over
+    # Four streams decode together: most calls carry an event of each.
+    assert len(calls) <= n_events / 3, (len(calls), n_events)

@@ -47,7 +47,8 @@ log = logging.getLogger("lmserve.engine")
 # Prompt tokens a scoring request puts in one batch (each keeps a vocabulary of logits).
 _SCORE_CHUNK = 64
 # Prompt tokens another slot must share beyond a slot's own cache for a copy of its KV
-# (a whole KV stream, a few ms) to beat reading them.
+# to beat reading them (a copy moves a whole KV stream: about as long as reading 5 to 15
+# prompt tokens, docs/benchmarks.md).
 _MIN_SHARED = 32
 IDLE = "idle"  # a slot's state with no task (else the task's: "prefill" or "decode")
 
