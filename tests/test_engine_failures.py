@@ -22,7 +22,8 @@ from tests.engine_driver import MARKER, alone, prompt_of, request
 
 
 def refuse_marked_batches(monkeypatch, status: int) -> list[int]:
-    """llama_decode returns `status` for any batch holding MARKER; returns the count."""
+    """llama_decode returns `status` for any batch holding MARKER; returns the sizes of
+    the batches it refused."""
     real = llama_cpp.llama_decode
     refused: list[int] = []
 
