@@ -126,6 +126,8 @@ def test_an_input_longer_than_the_context_is_400_and_nothing_is_lost(minilm):
     with pytest.raises(openai.BadRequestError) as info:
         minilm.embeddings.create(model=MINILM, input=[[101, 1996, 102], too_long])
     assert info.value.body["code"] == "context_length_exceeded"
+    assert info.value.body["param"] == "input"
+    assert "602 tokens long" in info.value.body["message"]
     assert "512" in info.value.body["message"]
     assert len(_vectors(minilm, MINILM, MIXED_INPUTS)) == len(MIXED_INPUTS)
 

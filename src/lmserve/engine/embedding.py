@@ -16,7 +16,7 @@ import llama_cpp as L
 import numpy as np
 
 from lmserve.engine.llama import LlamaModel
-from lmserve.engine.request import ContextOverflowError, EmbeddingRequest, Failed
+from lmserve.engine.request import EmbeddingInputTooLongError, EmbeddingRequest, Failed
 
 log = logging.getLogger("lmserve.engine")
 
@@ -118,7 +118,7 @@ class Embedder:
                 longest = max(len(tokens) for tokens in request.inputs)
                 if longest > self.n_ctx:
                     # Refused whole before any slice runs, as a too-long prompt is.
-                    raise ContextOverflowError(longest - 1, self.n_ctx)
+                    raise EmbeddingInputTooLongError(longest, self.n_ctx)
             except Exception as exc:
                 _emit(request, Failed(exc))
                 continue

@@ -29,6 +29,23 @@ class ContextOverflowError(ValueError):
         self.n_prompt = n_prompt
         self.n_ctx = n_ctx
 
+    param = "messages"  # the request field to shorten
+
+
+class EmbeddingInputTooLongError(ContextOverflowError):
+    """An embedding input does not fit the embedding context."""
+
+    param = "input"
+
+    def __init__(self, n_input: int, n_ctx: int) -> None:
+        ValueError.__init__(
+            self,
+            f"An input is {n_input} tokens long, more than this model's embedding context "
+            f"of {n_ctx} tokens. Shorten or split the input, or load the model with a "
+            "larger context length.")
+        self.n_prompt = n_input
+        self.n_ctx = n_ctx
+
 
 @dataclass(frozen=True, slots=True)
 class TokenLogprob:
