@@ -10,7 +10,7 @@ Server-Sent Events; `respond` drops them and answers with the whole response, or
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -61,6 +61,45 @@ def stream_response(request: Request, run: Run, translator: Translator
     """The run as an SSE response, with keep-alive comments at the server's interval."""
     interval = request.app.state.keepalive_seconds
     return sse_response(stream(run, translator, keepalive=interval))
+
+
+async def stream_once_started(request: Request, start: Awaitable[Response],
+                             in_band: Callable[[Exception], list[bytes]]) -> Response:
+    """A streaming route's response, started by `start` (which resolves the model and
+    submits the run). A start that answers within one keep-alive interval is returned as
+    it is, so every 4xx decided there stays a 4xx. A slower start (a model loading just
+    in time) opens the stream at once with keep-alive comments, so clients with read
+    timeouts keep the connection; if it then fails, `in_band` reports the failure as the
+    family's stream events."""
+    interval = request.app.state.keepalive_seconds
+    task = asyncio.ensure_future(start)
+    if interval:
+        await asyncio.wait({task}, timeout=interval)
+    if not interval or task.done():
+        return await task
+    return sse_response(_after_start(task, interval, in_band))
+
+
+async def _after_start(task: asyncio.Future, interval: float,
+                       in_band: Callable[[Exception], list[bytes]]) -> AsyncIterator[bytes]:
+    try:
+        yield KEEPALIVE
+        while not (await asyncio.wait({task}, timeout=interval))[0]:
+            yield KEEPALIVE
+        try:
+            response = task.result()
+        except Exception as exc:
+            for frame in in_band(exc):
+                yield frame
+            return
+        body = response.body_iterator
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            await body.aclose()  # the client left: the run is cancelled as `stream` ends
+    finally:
+        task.cancel()  # the client left while the model was loading
 
 
 async def stream(run: Run, translator: Translator, *, keepalive: float | None = None

@@ -19,7 +19,7 @@ from lmserve.api.anthropic.protocol import CountTokensRequest, MessagesRequest
 from lmserve.api.chat import ChatEvent, Finish, render_prompt, start_chat
 from lmserve.api.deps import get_manager
 from lmserve.api.errors import as_api_error
-from lmserve.api.serving import respond, stream_response
+from lmserve.api.serving import respond, stream_once_started, stream_response
 from lmserve.api.sse import sse_typed
 from lmserve.api.usage import TokenUsage
 from lmserve.models import Model, ModelManager
@@ -54,18 +54,27 @@ async def create_message(
     # API. A key, when keys are on, was checked before (api/security.py).
     try:
         body = await parse_body(request, MessagesRequest)
-        model = await manager.resolve(body.model)
-        run = start_chat(model, body.chat_spec())
+        if body.stream:
+            return await stream_once_started(request, _answer(body, request, manager),
+                                             _in_band_error)
+        return await _answer(body, request, manager)
     except Exception as exc:
         return error_response(exc)
+
+
+async def _answer(body: MessagesRequest, request: Request, manager: ModelManager
+                  ) -> Response:
+    model = await manager.resolve(body.model)
+    run = start_chat(model, body.chat_spec())
     translator = MessageTranslator(
         _message_head(model, input_tokens=len(run.streams[0].request.prompt)))
     if body.stream:
         return stream_response(request, run, translator)
-    try:
-        return await respond(request, run, translator)
-    except Exception as exc:
-        return error_response(exc)
+    return await respond(request, run, translator)
+
+
+def _in_band_error(exc: Exception) -> list[bytes]:
+    return [sse_typed(error_body(exc)[0])]  # the stream has opened: Anthropic's error event
 
 
 @router.post("/v1/messages/count_tokens")

@@ -11,9 +11,9 @@ from fastapi.responses import Response
 from lmserve.api.chat import ChatEvent, Finish, LogprobsDelta, LogprobsHold, start_chat
 from lmserve.api.deps import get_manager
 from lmserve.api.native.models import model_info
-from lmserve.api.openai.chunks import ChunkTranslator, Extras
+from lmserve.api.openai.chunks import ChunkTranslator, Extras, in_band_error
 from lmserve.api.openai.protocol import ChatCompletionRequest, logprobs_object, new_id, now
-from lmserve.api.serving import respond, stream_response
+from lmserve.api.serving import respond, stream_once_started, stream_response
 from lmserve.engine import Done
 from lmserve.engine.request import TokenLogprob
 from lmserve.models import Model, ModelManager
@@ -35,6 +35,14 @@ async def create_chat_completion(
     request: Request,
     manager: ModelManager = Depends(get_manager),
 ) -> Response:
+    if body.stream:
+        return await stream_once_started(request, _answer(body, request, manager),
+                                         in_band_error)
+    return await _answer(body, request, manager)
+
+
+async def _answer(body: ChatCompletionRequest, request: Request,
+                  manager: ModelManager) -> Response:
     model = await manager.resolve(body.model, ttl=body.ttl)
     run = start_chat(model, body.chat_spec())
     # The native route answers the same, plus lmserve's `stats` and `model_info`.

@@ -15,6 +15,17 @@ from lmserve.engine import Done
 Extras = Callable[[Done], dict[str, Any]]
 
 
+def _error_event(exc: Exception) -> dict[str, Any]:
+    err = as_api_error(exc)
+    return error_body(err.message, err.type, err.param, err.code)
+
+
+def in_band_error(exc: Exception) -> list[bytes]:
+    """A failure of a stream that opened before its first chunk (a model that failed to
+    load just in time): the error in OpenAI's envelope, then [DONE]."""
+    return [sse_data(_error_event(exc)), DONE]
+
+
 class ChunkTranslator:
     closing = DONE
     frame = staticmethod(sse_data)
@@ -38,8 +49,7 @@ class ChunkTranslator:
                  "usage": self.usage(), **self.extra()}]
 
     def fail(self, exc: Exception) -> list[dict[str, Any]]:
-        err = as_api_error(exc)
-        return [error_body(err.message, err.type, err.param, err.code)]
+        return [_error_event(exc)]
 
     def usage(self) -> dict[str, Any]:
         return usage(TokenUsage.of(list(self.dones.values()), shared_prompt=self.shared_prompt))

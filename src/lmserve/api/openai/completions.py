@@ -12,9 +12,9 @@ from lmserve.api.deps import get_manager
 from lmserve.api.errors import APIError
 from lmserve.api.generation import GenerationRun, finish_reason
 from lmserve.api.openai.chat import native_extras
-from lmserve.api.openai.chunks import ChunkTranslator, Extras
+from lmserve.api.openai.chunks import ChunkTranslator, Extras, in_band_error
 from lmserve.api.openai.protocol import CompletionRequest, new_id, now
-from lmserve.api.serving import respond, stream_response
+from lmserve.api.serving import respond, stream_once_started, stream_response
 from lmserve.engine import Delta, Done, PromptLogprobs
 from lmserve.engine.request import ContextOverflowError, Event, TokenLogprob
 from lmserve.models import GenerationStream, Model, ModelManager
@@ -48,6 +48,9 @@ async def create_completion(
 ) -> Response:
     # The native route answers the same, plus lmserve's `stats` and `model_info`.
     native = request.url.path.startswith("/api/")
+    if body.stream:
+        return await stream_once_started(
+            request, _create(body, request, manager, native=native), in_band_error)
     return await _create(body, request, manager, native=native)
 
 

@@ -27,7 +27,7 @@ from lmserve.api.openai.responses_protocol import (
     conversation_messages,
     new_item_id,
 )
-from lmserve.api.serving import respond, stream_response
+from lmserve.api.serving import respond, stream_once_started, stream_response
 from lmserve.api.sse import sse_typed
 from lmserve.api.tool_loop import ServerToolLoop
 from lmserve.api.usage import TokenUsage
@@ -47,6 +47,14 @@ async def create_response(
     manager: ModelManager = Depends(get_manager),
     store: ResponseStore = Depends(get_store),
 ) -> Response:
+    if body.streams:
+        return await stream_once_started(request, _answer(body, request, manager, store),
+                                         _in_band_error)
+    return await _answer(body, request, manager, store)
+
+
+async def _answer(body: ResponseRequest, request: Request, manager: ModelManager,
+                  store: ResponseStore) -> Response:
     context = [*previous_conversation(store, body.previous_response_id), *body.input_items()]
     spec = body.chat_spec(conversation_messages(body.instructions, context))
     if body.mcp_tools:
@@ -61,6 +69,14 @@ async def create_response(
     if body.streams:
         return stream_response(request, run, builder)
     return await respond(request, run, builder)
+
+
+def _in_band_error(exc: Exception) -> list[bytes]:
+    """A stream that opened before its response was created (a model loading just in
+    time) and then failed: the Responses API's `error` event."""
+    err = as_api_error(exc)
+    return [sse_typed({"type": "error", "code": err.code or err.type,
+                       "message": err.message, "param": err.param, "sequence_number": 0})]
 
 
 @router.get("/v1/responses/{response_id}")
