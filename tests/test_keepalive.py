@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from lmserve.models.bundled import bundled_model_path
-
 from tests.server_process import ServerProcess
 
 READ_TIMEOUT = 2.0  # seconds a read may wait, as strict clients set it
