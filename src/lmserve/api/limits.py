@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from lmserve.api.asgi_body import BodyTooLargeError, read_body, replaying
 from lmserve.api.security import refusal
 
 
@@ -42,10 +43,6 @@ _NUMBER_FIELDS = {
     "max_completion_tokens": "max_tokens",
     "max_output_tokens": "max_tokens",
 }
-
-
-class _TooLargeError(Exception):
-    pass
 
 
 def limit_problem(body: Any, limits: RequestLimits) -> tuple[str, str] | None:
@@ -84,8 +81,8 @@ class LimitRequests:
             await self._too_large(path)(scope, receive, send)
             return
         try:
-            body = await self._read_body(receive)
-        except _TooLargeError:
+            body = await read_body(receive, self.limits.max_body_bytes)
+        except BodyTooLargeError:
             await self._too_large(path)(scope, receive, send)
             return
         if body is None:
@@ -96,36 +93,12 @@ class LimitRequests:
             await refusal(path, 400, message, "limit_exceeded", param=param)(
                 scope, receive, send)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
     def _too_large(self, path: str) -> JSONResponse:
         return refusal(path, 413, "The request body is larger than this server accepts "
                        f"({self.limits.max_body_bytes / 2**20:g} MB, limits.max_body_mb).",
                        "request_too_large")
-
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limits.max_body_bytes:
-                raise _TooLargeError
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
 
 
 def _json_or_none(body: bytes) -> Any:

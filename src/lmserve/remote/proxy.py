@@ -17,10 +17,11 @@ from typing import Any
 
 import httpx
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lmserve.api.anthropic.messages import error_response as anthropic_error
 from lmserve.api.anthropic.messages import validation_message
+from lmserve.api.asgi_body import read_body, replaying
 from lmserve.api.errors import APIError, error_response
 from lmserve.api.serving import stream
 from lmserve.api.sse import DONE, sse_data, sse_named
@@ -66,37 +67,17 @@ class RemoteRoutes:
                 and scope["path"] in ROUTES):
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:
             return  # the client left before sending its body
         payload = _json_object(body)
         remote = self.remotes.find(payload.get("model")) if payload else None
         if remote is None or payload is None:
-            sent = False
-
-            async def replay() -> Message:
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send)
+            await self.app(scope, replaying(body, receive), send)
             return
         exchange = Exchange(scope, receive, send, remote, self.remotes, payload,
                             self.metrics)
         await exchange.run()
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    parts = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        parts.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(parts)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
