@@ -237,19 +237,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replaces this benchmark's section, or adds it at the end of the kept notes."""
-    text = path.read_text()
-    pattern = re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END)
-    if re.search(pattern, text, re.S):
-        text = re.sub(pattern, lambda _: section, text, flags=re.S)
-    elif serve.NOTES_END in text:
-        text = text.replace(serve.NOTES_END, f"\n{section}\n{serve.NOTES_END}")
-    else:
-        text = f"{text.rstrip()}\n\n{section}\n"
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description="Two lmserve servers on one machine, alone "
                                  "and side by side.")
@@ -285,7 +272,7 @@ def main() -> None:
         print(f"{mode}: {json.dumps(v)}")
     print(f"thread count changes per server: {changes}")
     if not args.no_docs:
-        write_section(REPORT, markdown(result))
+        serve.write_section(REPORT, markdown(result), SECTION_START, SECTION_END)
     print(f"wrote {json_path}" + ("" if args.no_docs else f" and {REPORT}"))
 
 

@@ -25,7 +25,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -243,19 +242,6 @@ def section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replaces this benchmark's section, or adds it at the end of the kept notes."""
-    report = path.read_text()
-    pattern = re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END)
-    if re.search(pattern, report, re.S):
-        report = re.sub(pattern, lambda _: text, report, flags=re.S)
-    elif serve.NOTES_END in report:
-        report = report.replace(serve.NOTES_END, f"\n{text}\n{serve.NOTES_END}")
-    else:
-        report = f"{report.rstrip()}\n\n{text}\n"
-    path.write_text(report)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", help="git revision to measure beside this tree")
@@ -271,7 +257,7 @@ def main() -> None:
     text = section(result)
     print(text)
     if not args.no_docs:
-        write_section(REPORT, text)
+        serve.write_section(REPORT, text, SECTION_START, SECTION_END)
     print(f"wrote {path}")
 
 

@@ -730,6 +730,20 @@ def ratio_rows(result: dict[str, Any]) -> str:
         for r in result["ratios"].values())
 
 
+def write_section(path: Path, section: str, start: str, end: str) -> None:
+    """Replaces another benchmark's section (between its start and end markers) in the
+    report, or adds it at the end of the kept notes."""
+    text = path.read_text()
+    pattern = re.escape(start) + r".*?" + re.escape(end)
+    if re.search(pattern, text, re.S):
+        text = re.sub(pattern, lambda _: section, text, flags=re.S)
+    elif NOTES_END in text:
+        text = text.replace(NOTES_END, f"\n{section}\n{NOTES_END}")
+    else:
+        text = f"{text.rstrip()}\n\n{section}\n"
+    path.write_text(text)
+
+
 def kept_notes(path: Path) -> str:
     """Everything an existing report has from its notes on (the hand-written notes and the
     sections other benchmarks add after them), so that a rerun keeps it."""
