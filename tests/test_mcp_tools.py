@@ -21,6 +21,7 @@ import pytest
 from lmserve.mcp import McpPool, McpSettings
 from tests.openapi_schema import validate
 from tests.server_process import ServerProcess, stop_process
+from tests.sse_events import named_events
 from tests.test_responses import EVENT_SCHEMAS
 
 TOOL_SERVER = Path(__file__).parent / "mcp" / "tool_server.py"
@@ -310,18 +311,13 @@ def test_mcp_json_stdio_servers_start_once_restart_and_stop(tmp_path):
 
 def chat_events(server: ServerProcess, **body) -> list[dict]:
     """A streamed /api/v1/chat as its events' data, read off the wire."""
-    events: list[dict] = []
     with httpx.stream("POST", f"{server.origin}/api/v1/chat", timeout=300,
                       json={"model": "m", "temperature": 0, **body, "stream": True}) as reply:
         assert reply.status_code == 200, reply.read()
-        name = None
-        for line in reply.iter_lines():
-            if line.startswith("event: "):
-                name = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                events.append(json.loads(line.removeprefix("data: ")))
-                assert events[-1]["type"] == name
-    return events
+        events = named_events(reply)
+    for name, data in events:
+        assert data["type"] == name
+    return [data for _, data in events]
 
 
 def test_chat_runs_an_mcp_json_stdio_server(mcp_server, stdio_calls):

@@ -13,6 +13,7 @@ import pytest
 
 from lmserve.models.bundled import bundled_model_path
 from tests.server_process import ServerProcess
+from tests.sse_events import named_events
 from tests.test_mcp_tools import closed_port_url
 
 JIT_MODEL = "test/smollm2-jit"
@@ -54,19 +55,13 @@ def chat(server: ServerProcess, **body) -> httpx.Response:
 
 def chat_events(server: ServerProcess, **body) -> list[tuple[str, dict]]:
     """A streamed chat as (event name, data) pairs, read off the wire."""
-    events: list[tuple[str, dict]] = []
     with httpx.stream("POST", f"{server.origin}/api/v1/chat", timeout=300,
                       json={**body, "stream": True}) as reply:
         assert reply.status_code == 200
         assert reply.headers["content-type"].startswith("text/event-stream")
-        name = None
-        for line in reply.iter_lines():
-            if line.startswith("event: "):
-                name = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                data = json.loads(line.removeprefix("data: "))
-                assert data["type"] == name
-                events.append((name, data))
+        events = named_events(reply)
+    for name, data in events:
+        assert data["type"] == name
     return events
 
 

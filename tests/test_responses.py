@@ -19,6 +19,7 @@ from lmserve.engine import Done
 from lmserve.engine.request import Timings, TokenLogprob
 from lmserve.parsers import ContentDelta, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
 from tests.openapi_schema import validate
+from tests.sse_events import named_events
 
 EVENT_SCHEMAS = {
     "response.created": "ResponseCreatedEvent",
@@ -68,19 +69,11 @@ def create_raw(client: openai.OpenAI, **kwargs) -> tuple[openai.types.responses.
 
 def sse_events(server, payload: dict) -> list[tuple[str, dict]]:
     """A streamed response as (event line, data JSON) pairs, read off the wire."""
-    out: list[tuple[str, dict]] = []
     with httpx.stream("POST", f"{server.base_url}/responses", timeout=300,
                       json={"model": "m", "stream": True, **payload}) as reply:
         assert reply.status_code == 200
         assert reply.headers["content-type"].startswith("text/event-stream")
-        name = None
-        for line in reply.iter_lines():
-            if line.startswith("event: "):
-                name = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                out.append((name, json.loads(line.removeprefix("data: "))))
-                name = None
-    return out
+        return named_events(reply)
 
 
 def assert_status_consistent(raw: dict) -> None:
